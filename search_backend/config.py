@@ -1,0 +1,76 @@
+"""The one settings object. Every component reads its knobs from here.
+
+Values come from environment variables with the prefix ``XMR_`` (for example ``XMR_HOME``,
+``XMR_THREADS``); nothing else in the code base hard-codes hosts, ports or paths.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "get_settings"]
+
+_PREFIX = "XMR_"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".xmr"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings. Build with :func:`get_settings` (reads the environment)."""
+
+    home: Path = field(default_factory=_default_home)
+    """Embedded data folder: cached models, SQLite database, FAISS indexes."""
+    backbone: str = ""
+    """Local Hugging Face checkpoint directory for the shared transformer; empty = bundled MiniLM-L6."""
+    threads: int = 0
+    """torch intra-op threads; 0 = all cores."""
+    encode_batch_size: int = 64
+    """Batch size for bi-encoder inference (encode_texts / encode_images)."""
+    score_batch_size: int = 128
+    """Batch size for cross-encoder inference (score)."""
+    seed: int = 0
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def default_model_dir(self) -> Path:
+        """Where ``--model default`` lives (trained once by ``xmr demo`` / ``xmr train``)."""
+        return self.models_dir / "default"
+
+    def with_overrides(self, **kwargs: Any) -> Settings:
+        return replace(self, **kwargs)
+
+
+def _coerce(raw: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if isinstance(current, int):
+        return int(raw)
+    if isinstance(current, float):
+        return float(raw)
+    if isinstance(current, Path):
+        return Path(raw).expanduser()
+    return raw
+
+
+def get_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Settings from ``environ`` (default: ``os.environ``); unknown ``XMR_`` names are ignored."""
+    env = os.environ if environ is None else environ
+    base = Settings()
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        key = _PREFIX + f.name.upper()
+        if key in env and env[key] != "":
+            try:
+                values[f.name] = _coerce(env[key], getattr(base, f.name))
+            except ValueError as exc:
+                raise ValueError(f"{key}={env[key]!r}: {exc}") from exc
+    return replace(base, **values)
