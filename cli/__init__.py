@@ -1,0 +1,1 @@
+"""The ``xmr`` command line."""

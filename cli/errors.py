@@ -1,0 +1,31 @@
+"""Turn expected failures into one clear line on stderr and a non-zero exit code."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+__all__ = ["handle_errors"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Expected errors (bad input, missing model, ...) exit with status 1 and ``Error: <message>`` on stderr."""
+    from search_backend.data.images import ImageError
+    from search_backend.data.manifest import ManifestError
+    from search_backend.model.base import ModelLoadError
+
+    expected = (ImageError, ManifestError, ModelLoadError, FileNotFoundError, ValueError)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except expected as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]

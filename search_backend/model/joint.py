@@ -1,0 +1,295 @@
+"""The joint retrieve-and-rerank model: one transformer, two modes.
+
+* twin (bi-encoder) mode: text alone or image alone -> mean-pooled -> projection -> L2-normalised;
+* cross mode: ``[CLS] text [SEP] image-patches`` -> CLS state -> relevance head -> logit.
+
+Images enter the text transformer as ``inputs_embeds``: a conv patch embedder gives one vector per
+patch, plus learned row/column (2-D position) embeddings and a modality-type embedding.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
+from search_backend.model.image import build_patch_embedder, images_to_tensor
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+__all__ = ["JointConfig", "JointModel", "build_joint_model"]
+
+_WEIGHTS = "model.safetensors"
+_BACKBONE_DIR = "backbone"
+_TYPE = "joint"
+
+
+@dataclass
+class JointConfig:
+    image_size: int = 64
+    patch_size: int = 16
+    embed_dim: int = 384
+    max_text_len: int = 48
+    trained: list[str] = field(default_factory=list)
+    """Which modes were trained ("bi", "cross"); informational, reported by tools."""
+    backbone: str = ""
+    """Where the backbone was initialised from (provenance only; a saved model is self-contained)."""
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid * self.grid
+
+
+def _torch_modules() -> Any:
+    import torch
+    from torch import nn
+
+    class JointNet(nn.Module):
+        """The trainable parameters. ``JointModel`` wraps it with the tokenizer and inference API."""
+
+        def __init__(self, backbone: nn.Module, tokenizer: Any, cfg: JointConfig) -> None:
+            super().__init__()
+            if cfg.image_size % cfg.patch_size:
+                raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
+            self.cfg = cfg
+            self.backbone = backbone
+            hidden = int(backbone.config.hidden_size)
+            self.hidden = hidden
+            self.type_vocab = int(getattr(backbone.config, "type_vocab_size", 0) or 0)
+            self.patch_embed = build_patch_embedder(cfg.patch_size, hidden)
+            self.row_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * 0.02)
+            self.col_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * 0.02)
+            self.modality_embed = nn.Embedding(2, hidden)
+            nn.init.zeros_(self.modality_embed.weight)  # text keeps its pretrained embeddings at start
+            self.text_proj = nn.Linear(hidden, cfg.embed_dim)
+            self.image_proj = nn.Linear(hidden, cfg.embed_dim)
+            if cfg.embed_dim == hidden:  # start text vectors at the pretrained sentence embedding
+                with torch.no_grad():
+                    self.text_proj.weight.copy_(torch.eye(hidden))
+                    self.text_proj.bias.zero_()
+            self.cross_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
+            self.logit_scale = nn.Parameter(torch.tensor(float(np.log(20.0))))
+            self.cls_id = int(tokenizer.cls_token_id)
+
+        # -- building blocks ---------------------------------------------------------------
+        def _word_embeddings(self) -> nn.Module:
+            return self.backbone.get_input_embeddings()
+
+        def _run(
+            self, embeds: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, positions: torch.Tensor
+        ) -> torch.Tensor:
+            kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
+            if self.type_vocab:
+                kwargs["token_type_ids"] = types.clamp(max=self.type_vocab - 1)
+            return self.backbone(**kwargs).last_hidden_state
+
+        def _text_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            b, n = ids.shape
+            emb = self._word_embeddings()(ids) + self.modality_embed.weight[0]
+            types = torch.zeros(b, n, dtype=torch.long, device=ids.device)
+            pos = torch.arange(n, device=ids.device).expand(b, n)
+            return emb, types, pos
+
+        def _patch_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            feats = self.patch_embed(pixels)  # (B, H, g, g)
+            b = feats.shape[0]
+            g = self.cfg.grid
+            if feats.shape[-1] != g or feats.shape[-2] != g:
+                raise ValueError(f"expected {self.cfg.image_size}px images, got patch grid {tuple(feats.shape[-2:])}")
+            feats = feats.flatten(2).transpose(1, 2)  # (B, g*g, H)
+            pos2d = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(g * g, -1)
+            emb = feats + pos2d + self.modality_embed.weight[1]
+            p = g * g
+            types = torch.ones(b, p, dtype=torch.long, device=pixels.device)
+            pos = torch.arange(1, p + 1, device=pixels.device).expand(b, p)
+            return emb, types, pos
+
+        @staticmethod
+        def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
+
+        # -- twin mode ----------------------------------------------------------------------
+        def embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            emb, types, pos = self._text_inputs(ids)
+            hidden = self._run(emb, mask, types, pos)
+            vec = self.text_proj(self._mean_pool(hidden, mask))
+            return torch.nn.functional.normalize(vec, dim=-1)
+
+        def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
+            patches, ptypes, ppos = self._patch_inputs(pixels)
+            b = patches.shape[0]
+            cls = self._word_embeddings()(torch.full((b, 1), self.cls_id, device=pixels.device))
+            cls = cls + self.modality_embed.weight[1]
+            emb = torch.cat([cls, patches], dim=1)
+            types = torch.cat([ptypes[:, :1], ptypes], dim=1)
+            pos = torch.cat([torch.zeros_like(ppos[:, :1]), ppos], dim=1)
+            mask = torch.ones(emb.shape[:2], dtype=torch.long, device=pixels.device)
+            hidden = self._run(emb, mask, types, pos)
+            vec = self.image_proj(hidden.mean(1))
+            return torch.nn.functional.normalize(vec, dim=-1)
+
+        # -- cross mode ---------------------------------------------------------------------
+        def cross_logits(self, ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+            temb, ttypes, tpos = self._text_inputs(ids)
+            pemb, ptypes, ppos = self._patch_inputs(pixels)
+            emb = torch.cat([temb, pemb], dim=1)
+            full_mask = torch.cat([mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1)
+            hidden = self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
+            return self.cross_head(hidden[:, 0]).squeeze(-1)
+
+    return JointNet
+
+
+class JointModel:
+    """Bi-encoder and cross-encoder sharing one set of transformer weights (the model contract)."""
+
+    def __init__(self, net: Any, tokenizer: Any, config: JointConfig, *, batch_size: int = 64) -> None:
+        self.net = net
+        self.tokenizer = tokenizer
+        self.config = config
+        self.batch_size = batch_size
+        self.score_batch_size = 2 * batch_size
+        self.net.eval()
+
+    # -- construction / persistence ----------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone: str | Path | None = None, config: JointConfig | None = None) -> JointModel:
+        """A fresh model whose transformer starts from a local checkpoint (default: bundled MiniLM)."""
+        from search_backend.model.backbone import load_backbone, resolve_backbone
+
+        path = resolve_backbone(backbone)
+        cfg = config or JointConfig()
+        cfg.backbone = str(path)
+        model, tokenizer = load_backbone(path)
+        return cls(_torch_modules()(model, tokenizer, cfg), tokenizer, cfg)
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_model
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        bdir = path / _BACKBONE_DIR
+        if bdir.exists():
+            shutil.rmtree(bdir)
+        bdir.mkdir()
+        self.net.backbone.config.save_pretrained(bdir)
+        self.tokenizer.save_pretrained(bdir)
+        save_model(self.net, str(path / _WEIGHTS))
+        write_model_config(path, {"type": _TYPE, "config": asdict(self.config)})
+
+    @classmethod
+    def load(cls, path: str | Path) -> JointModel:
+        from safetensors.torch import load_model
+
+        from search_backend.model.backbone import load_backbone
+
+        path = Path(path)
+        meta = read_model_config(path)
+        if meta["type"] != _TYPE:
+            raise ModelLoadError(f"{path}: model type is {meta['type']!r}, not {_TYPE!r}")
+        try:
+            cfg = JointConfig(**meta.get("config", {}))
+        except TypeError as exc:
+            raise ModelLoadError(f"{path}: bad joint model config ({exc})") from exc
+        if not (path / _WEIGHTS).is_file():
+            raise ModelLoadError(f"{path}: missing {_WEIGHTS}")
+        backbone, tokenizer = load_backbone(path / _BACKBONE_DIR, pretrained=False)
+        net = _torch_modules()(backbone, tokenizer, cfg)
+        try:
+            load_model(net, str(path / _WEIGHTS))
+        except (RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"{path}: weights do not match the saved config ({exc})") from exc
+        return cls(net, tokenizer, cfg)
+
+    def num_parameters(self) -> int:
+        return sum(int(p.numel()) for p in self.net.parameters())
+
+    # -- preparation (exposed so evaluation and services can cache it) -------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise ValueError(f"text #{i}: empty caption")
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.config.max_text_len, return_tensors="pt"
+        )
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def prepare_images(self, images: list[Image.Image] | np.ndarray) -> torch.Tensor:
+        return images_to_tensor(images, self.config.image_size)
+
+    # -- the contract ---------------------------------------------------------------------
+    def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        import torch
+
+        bs = batch_size or self.batch_size
+        out = np.zeros((len(texts), self.config.embed_dim), dtype=np.float32)
+        self.net.eval()
+        with torch.inference_mode():
+            for s in range(0, len(texts), bs):
+                tok = self.tokenize(texts[s : s + bs])
+                out[s : s + bs] = self.net.embed_text(tok["input_ids"], tok["attention_mask"]).float().numpy()
+        return out
+
+    def encode_images(
+        self, images: list[Image.Image] | np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:
+        import torch
+
+        bs = batch_size or self.batch_size
+        out = np.zeros((len(images), self.config.embed_dim), dtype=np.float32)
+        self.net.eval()
+        with torch.inference_mode():
+            for s in range(0, len(images), bs):
+                pixels = self.prepare_images(images[s : s + bs])
+                out[s : s + bs] = self.net.embed_image(pixels).float().numpy()
+        return out
+
+    def score(
+        self,
+        texts: list[str],
+        images: list[Image.Image] | np.ndarray,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        if len(texts) != len(images):
+            raise ValueError(f"score needs as many texts as images (got {len(texts)} and {len(images)})")
+        return self.score_prepared(texts, images, batch_size=batch_size)
+
+    def score_prepared(
+        self,
+        texts: list[str],
+        images: list[Image.Image] | np.ndarray | torch.Tensor,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """``score`` that also takes already-prepared pixel tensors (N, 3, S, S)."""
+        import torch
+
+        bs = batch_size or self.score_batch_size
+        out = np.zeros(len(texts), dtype=np.float32)
+        self.net.eval()
+        with torch.inference_mode():
+            for s in range(0, len(texts), bs):
+                chunk = images[s : s + bs]
+                pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
+                tok = self.tokenize(texts[s : s + bs])
+                out[s : s + bs] = self.net.cross_logits(tok["input_ids"], tok["attention_mask"], pixels).float().numpy()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"type": _TYPE, "parameters": self.num_parameters(), **json.loads(json.dumps(asdict(self.config)))}
+
+
+def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:
+    """Convenience: ``JointModel.from_backbone(backbone, JointConfig(**config))``."""
+    return JointModel.from_backbone(backbone, JointConfig(**config))

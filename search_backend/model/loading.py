@@ -1,0 +1,46 @@
+"""Load any saved model directory by its ``type``; resolve ``default``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from search_backend.model.base import ModelLoadError, read_model_config
+
+if TYPE_CHECKING:
+    from search_backend.config import Settings
+    from search_backend.model.base import RetrievalModel
+
+__all__ = ["load_model", "resolve_model_path"]
+
+
+def resolve_model_path(spec: str | Path, settings: Settings | None = None) -> Path:
+    """``"default"`` -> the cached default joint model of ``settings``; anything else is a path."""
+    from search_backend.config import get_settings
+
+    if str(spec) == "default":
+        path = (settings or get_settings()).default_model_dir
+        if not path.is_dir():
+            raise ModelLoadError(
+                f"no default model at {path}: run `xmr demo` or `xmr train --setup joint --out {path}` first"
+            )
+        return path
+    return Path(spec).expanduser()
+
+
+def load_model(spec: str | Path, settings: Settings | None = None) -> RetrievalModel:
+    path = resolve_model_path(spec, settings)
+    kind = read_model_config(path)["type"]
+    if kind == "joint":
+        from search_backend.model.joint import JointModel
+
+        return JointModel.load(path)
+    if kind == "sep":
+        from search_backend.model.sep import SepModel
+
+        return SepModel.load(path)
+    if kind == "adapter":
+        from search_backend.model.adapters import AdapterModel
+
+        return AdapterModel.load(path)
+    raise ModelLoadError(f"{path}: unknown model type {kind!r}")

@@ -1,0 +1,45 @@
+"""Negative sampling for the cross-encoder: hard negatives mined by a bi-encoder, plus random ones."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["sample_negatives"]
+
+
+def sample_negatives(
+    sim: np.ndarray | None,
+    groups: np.ndarray,
+    rng: np.random.Generator,
+    hard_rate: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pick one negative image per caption and one negative caption per image within a batch.
+
+    ``sim[i, j]`` is the bi-encoder similarity of caption i and image j (row i of the batch is a
+    positive pair). With probability ``hard_rate`` a row takes the highest-scoring non-matching
+    column (a *mined* hard negative); otherwise a uniformly random other row. Without a bi-encoder
+    (``sim is None``) the hard choice falls back to a same-``groups`` distractor when the batch has
+    one. Returns (negative image index per caption, negative caption index per image).
+    """
+    n = len(groups)
+    if n < 2:
+        raise ValueError("need at least two pairs in a batch to draw negatives")
+    neg_img = np.empty(n, dtype=np.int64)
+    neg_txt = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        for out, column in ((neg_img, True), (neg_txt, False)):
+            choice = -1
+            if rng.random() < hard_rate:
+                if sim is not None:
+                    row = (sim[i] if column else sim[:, i]).astype(np.float64).copy()
+                    row[i] = -np.inf
+                    choice = int(np.argmax(row))
+                else:
+                    mates = np.flatnonzero((groups == groups[i]) & (np.arange(n) != i))
+                    if len(mates):
+                        choice = int(rng.choice(mates))
+            if choice < 0:
+                choice = int(rng.integers(n - 1))
+                choice += choice >= i
+            out[i] = choice
+    return neg_img, neg_txt

@@ -1,0 +1,256 @@
+"""Trainer for the four set-ups of the paper: ``be``, ``ce``, ``sep`` and ``joint``.
+
+* ``be``    bi-encoder only (contrastive loss, see :mod:`search_backend.training.losses`);
+* ``ce``    cross-encoder only (matching loss; negatives mined by a bi-encoder ``miner`` when one
+            is given, else the batch's distractor twins, plus random ones);
+* ``sep``   a ``be`` model, then a ``ce`` model mined by it: two sets of weights, used as
+            retrieve -> rerank (saved as one :class:`~search_backend.model.sep.SepModel`);
+* ``joint`` ONE set of weights, both losses summed at every step; the bi-encoder's own in-batch
+            similarities mine the cross-encoder's hard negatives.
+
+Each step draws ``batch_size`` training scenes (whole distractor groups, so every batch holds hard
+negatives) from a pool rendered once from the ``shapes`` train split, one random caption each.
+Everything random derives from ``seed`` and the step number, and checkpoints hold the optimiser,
+scheduler and torch RNG, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from search_backend.model.joint import JointConfig, JointModel
+from search_backend.runtime import configure_torch
+from search_backend.training.losses import BI_LOSSES, bi_loss, matching_loss
+from search_backend.training.mining import sample_negatives
+
+if TYPE_CHECKING:
+    from search_backend.model.base import RetrievalModel
+
+__all__ = ["SETUPS", "TrainConfig", "TrainingPool", "train", "train_single"]
+
+SETUPS = ("be", "ce", "sep", "joint")
+_CKPT = "checkpoint"
+
+
+@dataclass
+class TrainConfig:
+    setup: str = "joint"
+    steps: int = 500
+    batch_size: int = 32
+    lr_backbone: float = 1e-4
+    lr_new: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.06
+    bi_loss: str = "infonce"
+    margin: float = 0.1
+    ce_weight: float = 1.0
+    hard_rate: float = 0.5
+    pool_size: int = 8000
+    seed: int = 0
+    checkpoint_every: int = 100
+    backbone: str = ""
+    model: dict[str, Any] = field(default_factory=dict)
+    """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
+
+    def validate(self) -> None:
+        if self.setup not in SETUPS:
+            raise ValueError(f"unknown set-up {self.setup!r}; expected one of {', '.join(SETUPS)}")
+        if self.bi_loss not in BI_LOSSES:
+            raise ValueError(f"unknown bi-encoder loss {self.bi_loss!r}; expected one of {', '.join(BI_LOSSES)}")
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2")
+
+
+class TrainingPool:
+    """Training scenes rendered once: uint8 pixels, captions and distractor groups."""
+
+    def __init__(self, size: int, seed: int, image_size: int) -> None:
+        from search_backend.data.shapes import make_shapes
+
+        items = list(make_shapes("train", size, seed, image_size=image_size))
+        self.pixels = np.stack([np.asarray(it.image, dtype=np.uint8) for it in items])
+        self.captions = [it.captions for it in items]
+        self.groups = np.array([it.group for it in items], dtype=np.int64)
+        order: dict[int, list[int]] = {}
+        for i, g in enumerate(self.groups.tolist()):
+            order.setdefault(g, []).append(i)
+        self._members = list(order.values())
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
+        """Indices of ``batch_size`` scenes made of whole distractor groups, in random order."""
+        picked: list[int] = []
+        for g in rng.permutation(len(self._members)):
+            picked.extend(self._members[int(g)])
+            if len(picked) >= batch_size:
+                break
+        return np.array(picked[:batch_size], dtype=np.int64)
+
+
+def _optimizer(model: JointModel, cfg: TrainConfig) -> tuple[Any, Any]:
+    import torch
+
+    backbone, new = [], []
+    for name, p in model.net.named_parameters():
+        (backbone if name.startswith("backbone.") else new).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": backbone, "lr": cfg.lr_backbone}, {"params": new, "lr": cfg.lr_new}],
+        weight_decay=cfg.weight_decay,
+    )
+    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+
+    def schedule(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - warm))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def _save_checkpoint(out: Path, model: JointModel, opt: Any, sched: Any, step: int, cfg: TrainConfig) -> None:
+    import torch
+
+    tmp = out / (_CKPT + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save(tmp)
+    torch.save(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": torch.get_rng_state()},
+        tmp / "train_state.pt",
+    )
+    (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), sort_keys=True))
+    final = out / _CKPT
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+
+
+def _load_checkpoint(out: Path, cfg: TrainConfig) -> tuple[JointModel, dict[str, Any]] | None:
+    import torch
+
+    ckpt = out / _CKPT
+    if not (ckpt / "train_state.pt").is_file():
+        return None
+    saved = json.loads((ckpt / "train_config.json").read_text())
+    if saved != json.loads(json.dumps(asdict(cfg), sort_keys=True)):
+        raise ValueError(f"{ckpt}: checkpoint was written with another training config; use a new --out")
+    return JointModel.load(ckpt), torch.load(ckpt / "train_state.pt", weights_only=False)
+
+
+def train_single(
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    miner: RetrievalModel | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    pool: TrainingPool | None = None,
+) -> JointModel:
+    """Train one set of weights for ``be``, ``ce`` or ``joint`` and save it to ``out``."""
+    import torch
+    from tqdm import tqdm
+
+    from search_backend.model.image import images_to_tensor
+
+    cfg.validate()
+    if cfg.setup == "sep":
+        raise ValueError("train_single trains one set of weights; use train() for 'sep'")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    configure_torch()
+    torch.manual_seed(cfg.seed)
+    do_bi, do_ce = cfg.setup in ("be", "joint"), cfg.setup in ("ce", "joint")
+
+    restored = _load_checkpoint(out, cfg) if resume else None
+    if restored is not None:
+        model, state = restored
+        start = int(state["step"])
+    else:
+        model = JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
+        state, start = {}, 0
+    opt, sched = _optimizer(model, cfg)
+    if state:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+    pool = pool or TrainingPool(cfg.pool_size, cfg.seed, model.config.image_size)
+    net = model.net
+    net.train()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.setup}", disable=not progress)
+    for step in bar:
+        rng = np.random.default_rng([cfg.seed, step])
+        idx = pool.sample(rng, cfg.batch_size)
+        captions = [pool.captions[i][int(rng.integers(len(pool.captions[i])))] for i in idx]
+        pixels = images_to_tensor(pool.pixels[idx], model.config.image_size)
+        tok = model.tokenize(captions)
+        loss = torch.zeros(())
+        logs: dict[str, float] = {}
+        sim: np.ndarray | None = None
+        if do_bi:
+            t = net.embed_text(tok["input_ids"], tok["attention_mask"])
+            v = net.embed_image(pixels)
+            lb = bi_loss(cfg.bi_loss, t, v, net.logit_scale, cfg.margin)
+            loss = loss + lb
+            logs["bi"] = lb.item()
+            sim = (t @ v.T).detach().numpy()
+        if do_ce:
+            if miner is not None:
+                sim = miner.encode_texts(captions) @ miner.encode_images(pool.pixels[idx]).T
+            neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate)
+            swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
+            rows = np.arange(len(idx))
+            neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
+            neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+            ctok = model.tokenize(captions + neg_captions)
+            logits = net.cross_logits(ctok["input_ids"], ctok["attention_mask"], torch.cat([pixels, neg_pixels]))
+            lc = matching_loss(logits[: len(idx)], logits[len(idx) :])
+            loss = loss + cfg.ce_weight * lc
+            logs["ce"] = lc.item()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
+        done = step + 1
+        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+            _save_checkpoint(out, model, opt, sched, done, cfg)
+    net.eval()
+    model.config.trained = (["bi"] if do_bi else []) + (["cross"] if do_ce else [])
+    model.save(out)
+    if (out / _CKPT).exists():
+        shutil.rmtree(out / _CKPT)
+    return model
+
+
+def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:
+    """Train set-up ``cfg.setup`` into ``out`` and return the model (``sep`` -> a SepModel)."""
+    from search_backend.model.sep import SepModel
+
+    cfg.validate()
+    out = Path(out)
+    if cfg.setup != "sep":
+        return train_single(cfg, out, resume=resume, progress=progress)
+    pool = TrainingPool(cfg.pool_size, cfg.seed, JointConfig(**cfg.model).image_size)
+    bi_cfg = TrainConfig(**{**asdict(cfg), "setup": "be"})
+    ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce"})
+    bi_dir, ce_dir = out / "bi", out / "cross"
+    bi = JointModel.load(bi_dir) if _finished(bi_dir) else train_single(bi_cfg, bi_dir, resume=resume, progress=progress, pool=pool)
+    cross = train_single(ce_cfg, ce_dir, miner=bi, resume=resume, progress=progress, pool=pool)
+    model = SepModel(bi, cross)
+    model.save(out)
+    return model
+
+
+def _finished(path: Path) -> bool:
+    from search_backend.model.base import CONFIG_NAME
+
+    return (path / CONFIG_NAME).is_file() and not (path / _CKPT).exists()
