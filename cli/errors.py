@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Expected errors (bad input, missing model, ...) exit with status 1 and ``Error: <message>`` on stderr."""
+    """Expected errors (bad input, missing model, ...): ``Error: <message>`` on stderr, exit status 1."""
     from search_backend.data.images import ImageError
     from search_backend.data.manifest import ManifestError
     from search_backend.model.base import ModelLoadError

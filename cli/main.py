@@ -17,7 +17,7 @@ __all__ = ["xmr"]
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xmodal-search")
 def xmr() -> None:
-    """xmodal-search: cross-modal search that retrieves fast (bi-encoder) and reranks smart (cross-encoder)."""
+    """xmodal-search: cross-modal search that retrieves fast and reranks smart."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -34,7 +34,9 @@ def data() -> None:
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--size", type=click.IntRange(min=1), default=1000, show_default=True, help="Number of images.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Pixels per side.")
+@click.option(
+    "--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Pixels per side."
+)
 @handle_errors
 def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) -> None:
     """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image."""
@@ -50,8 +52,12 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) ->
 
 @xmr.command()
 @click.option("--setup", type=click.Choice(["be", "ce", "sep", "joint"]), default="joint", show_default=True)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Model folder (default: the cached default model, for --setup joint).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Model folder (default: the cached default model, for --setup joint).",
+)
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default: recipe).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -60,8 +66,14 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) ->
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint in --out.")
 @handle_errors
 def train(
-    setup: str, out: Path | None, steps: int | None, batch_size: int | None, seed: int,
-    bi_loss: str | None, backbone: str, no_resume: bool,
+    setup: str,
+    out: Path | None,
+    steps: int | None,
+    batch_size: int | None,
+    seed: int,
+    bi_loss: str | None,
+    backbone: str,
+    no_resume: bool,
 ) -> None:
     """Train a model on the shapes train split (resumes from a checkpoint in --out)."""
     from search_backend.config import get_settings
@@ -76,7 +88,9 @@ def train(
     cfg.backbone = backbone
     if out is None:
         if setup != "joint":
-            raise click.UsageError("--out is required unless --setup joint (which defaults to the cached model)")
+            raise click.UsageError(
+                "--out is required unless --setup joint (which defaults to the cached model)"
+            )
         out = get_settings().default_model_dir
     run_train(cfg, out, resume=not no_resume)
     click.echo(f"saved {setup} model to {out}")
@@ -87,23 +101,47 @@ def train(
 
 
 @xmr.command("eval")
-@click.option("--model", "model_spec", default="default", show_default=True, help="Model folder or 'default'.")
+@click.option(
+    "--model", "model_spec", default="default", show_default=True, help="Model folder or 'default'."
+)
 @click.option("--dataset", type=click.Choice(["shapes"]), default="shapes", show_default=True)
-@click.option("--manifest", type=click.Path(path_type=Path), default=None,
-              help="Evaluate on a JSONL / Karpathy manifest instead of --dataset.")
-@click.option("--image-root", type=click.Path(path_type=Path), default=None, help="Image root for Karpathy JSON.")
+@click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Evaluate on a JSONL / Karpathy manifest instead of --dataset.",
+)
+@click.option(
+    "--image-root", type=click.Path(path_type=Path), default=None, help="Image root for Karpathy JSON."
+)
 @click.option("--split", default="test", show_default=True)
 @click.option("--size", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--k", type=click.IntRange(min=1), default=20, show_default=True, help="Candidates reranked by rr.")
-@click.option("--queries", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Caption queries and image queries drawn (each).")
+@click.option(
+    "--k", type=click.IntRange(min=1), default=20, show_default=True, help="Candidates reranked by rr."
+)
+@click.option(
+    "--queries",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Caption queries and image queries drawn (each).",
+)
 @click.option("--methods", default="be,ce,rr", show_default=True, help="Comma-separated subset of be,ce,rr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @handle_errors
 def eval_cmd(
-    model_spec: str, dataset: str, manifest: Path | None, image_root: Path | None, split: str, size: int,
-    seed: int, k: int, queries: int, methods: str, as_json: bool,
+    model_spec: str,
+    dataset: str,
+    manifest: Path | None,
+    image_root: Path | None,
+    split: str,
+    size: int,
+    seed: int,
+    k: int,
+    queries: int,
+    methods: str,
+    as_json: bool,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
     from search_backend.evaluation import evaluate, format_table, manifest_corpus, shapes_corpus
@@ -124,10 +162,15 @@ def eval_cmd(
         click.echo(json.dumps(result))
         return
     rows = {METHOD_LABELS[m]: r for m, r in result["results"].items()}
-    click.echo(format_table(rows, title=(
-        f"{result['n_images']} images, {result['n_captions']} captions, "
-        f"{result['n_queries']} queries each way, rerank top-{result['k']}"
-    )))
+    click.echo(
+        format_table(
+            rows,
+            title=(
+                f"{result['n_images']} images, {result['n_captions']} captions, "
+                f"{result['n_queries']} queries each way, rerank top-{result['k']}"
+            ),
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------

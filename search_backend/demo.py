@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from search_backend.config import Settings, get_settings
 from search_backend.rerank.pipeline import Hit, knn, rerank
+
+if TYPE_CHECKING:
+    import torch
+
+    from search_backend.model.joint import JointModel
 
 __all__ = ["ensure_default_model", "run_demo"]
 
@@ -39,7 +46,19 @@ def ensure_default_model(settings: Settings, echo: Callable[[str], None]) -> Pat
     return path
 
 
-def _table(title: str, hits: list[Hit], labels: list[str], truth: set[int], echo: Callable[[str], None]) -> None:
+def _score_images(model: JointModel, pixels: torch.Tensor, text: str, idx: list[int]) -> np.ndarray:
+    return model.score_prepared([text] * len(idx), pixels[idx])
+
+
+def _score_captions(
+    model: JointModel, pixel: torch.Tensor, captions: list[str], idx: list[int]
+) -> np.ndarray:
+    return model.score_prepared([captions[c] for c in idx], pixel.expand(len(idx), *pixel.shape))
+
+
+def _table(
+    title: str, hits: list[Hit], labels: list[str], truth: set[int], echo: Callable[[str], None]
+) -> None:
     echo(f"  {title}")
     for rank, h in enumerate(hits, 1):
         ce = f"{h.ce_score:7.2f}" if h.ce_score is not None else "      -"
@@ -72,11 +91,14 @@ def run_demo(
     img_vecs = model.encode_images(corpus.images)
     cap_vecs = model.encode_texts(corpus.captions)
     echo(
-        f"collection: {len(corpus.images)} images + {len(corpus.captions)} captions (shapes test split, seed {seed}) "
+        f"collection: {len(corpus.images)} images + {len(corpus.captions)} captions "
+        f"(shapes test split, seed {seed}) "
         f"embedded in {time.perf_counter() - t0:.1f} s; '*' marks the ground truth"
     )
     pixels = model.prepare_images(corpus.images)
-    image_label = [corpus.captions[int(np.flatnonzero(corpus.caption_image == i)[0])] for i in range(len(corpus.images))]
+    image_label = [
+        corpus.captions[int(np.flatnonzero(corpus.caption_image == i)[0])] for i in range(len(corpus.images))
+    ]
     rng = np.random.default_rng(seed)
     hits_at_1 = {"t2i_be": 0.0, "t2i_rr": 0.0, "i2t_be": 0.0, "i2t_rr": 0.0}
 
@@ -86,9 +108,12 @@ def run_demo(
         t0 = time.perf_counter()
         first = knn(img_vecs, model.encode_texts([text], batch_size=1)[0], k_retrieve)
         t1 = time.perf_counter()
-        second = rerank(first, lambda idx, text=text: model.score_prepared([text] * len(idx), pixels[idx]), k)
+        second = rerank(first, partial(_score_images, model, pixels, text), k)
         t2 = time.perf_counter()
-        echo(f'\ntext -> image: "{text}"  (k-NN {1000 * (t1 - t0):.0f} ms, rerank {k_retrieve}: {1000 * (t2 - t1):.0f} ms)')
+        echo(
+            f'\ntext -> image: "{text}"  '
+            f"(k-NN {1000 * (t1 - t0):.0f} ms, rerank {k_retrieve}: {1000 * (t2 - t1):.0f} ms)"
+        )
         _table("before rerank (bi-encoder)", first[:k], image_label, truth, echo)
         _table("after rerank (cross-encoder)", second, image_label, truth, echo)
         hits_at_1["t2i_be"] += first[0].index in truth
@@ -99,14 +124,12 @@ def run_demo(
         t0 = time.perf_counter()
         first = knn(cap_vecs, model.encode_images([corpus.images[int(i)]], batch_size=1)[0], k_retrieve)
         t1 = time.perf_counter()
-        second = rerank(
-            first,
-            lambda idx, i=i: model.score_prepared([corpus.captions[c] for c in idx], pixels[[int(i)] * len(idx)]),
-            k,
-        )
+        second = rerank(first, partial(_score_captions, model, pixels[int(i)], corpus.captions), k)
         t2 = time.perf_counter()
-        echo(f"\nimage -> text: image #{int(i)} ({image_label[int(i)]})  "
-             f"(k-NN {1000 * (t1 - t0):.0f} ms, rerank {k_retrieve}: {1000 * (t2 - t1):.0f} ms)")
+        echo(
+            f"\nimage -> text: image #{int(i)} ({image_label[int(i)]})  "
+            f"(k-NN {1000 * (t1 - t0):.0f} ms, rerank {k_retrieve}: {1000 * (t2 - t1):.0f} ms)"
+        )
         _table("before rerank (bi-encoder)", first[:k], corpus.captions, truth, echo)
         _table("after rerank (cross-encoder)", second, corpus.captions, truth, echo)
         hits_at_1["i2t_be"] += first[0].index in truth

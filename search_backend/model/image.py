@@ -47,7 +47,7 @@ def build_patch_embedder(patch_size: int, hidden_size: int) -> torch.nn.Module:
     """
     from torch import nn
 
-    steps = int(round(math.log2(patch_size)))
+    steps = round(math.log2(patch_size))
     if patch_size < 2 or 2**steps != patch_size:
         raise ValueError(f"patch_size must be a power of two >= 2, got {patch_size}")
     layers: list[nn.Module] = []

@@ -58,10 +58,12 @@ def _torch_modules() -> Any:
     class JointNet(nn.Module):
         """The trainable parameters. ``JointModel`` wraps it with the tokenizer and inference API."""
 
-        def __init__(self, backbone: nn.Module, tokenizer: Any, cfg: JointConfig) -> None:
+        def __init__(self, backbone: Any, tokenizer: Any, cfg: JointConfig) -> None:
             super().__init__()
             if cfg.image_size % cfg.patch_size:
-                raise ValueError(f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}")
+                raise ValueError(
+                    f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
+                )
             self.cfg = cfg
             self.backbone = backbone
             hidden = int(backbone.config.hidden_size)
@@ -83,13 +85,17 @@ def _torch_modules() -> Any:
             self.cls_id = int(tokenizer.cls_token_id)
 
         # -- building blocks ---------------------------------------------------------------
-        def _word_embeddings(self) -> nn.Module:
+        def _word_embeddings(self) -> Any:
             return self.backbone.get_input_embeddings()
 
         def _run(
             self, embeds: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, positions: torch.Tensor
         ) -> torch.Tensor:
-            kwargs: dict[str, Any] = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": positions}
+            kwargs: dict[str, Any] = {
+                "inputs_embeds": embeds,
+                "attention_mask": mask,
+                "position_ids": positions,
+            }
             if self.type_vocab:
                 kwargs["token_type_ids"] = types.clamp(max=self.type_vocab - 1)
             return self.backbone(**kwargs).last_hidden_state
@@ -106,7 +112,9 @@ def _torch_modules() -> Any:
             b = feats.shape[0]
             g = self.cfg.grid
             if feats.shape[-1] != g or feats.shape[-2] != g:
-                raise ValueError(f"expected {self.cfg.image_size}px images, got patch grid {tuple(feats.shape[-2:])}")
+                raise ValueError(
+                    f"expected {self.cfg.image_size}px images, got patch grid {tuple(feats.shape[-2:])}"
+                )
             feats = feats.flatten(2).transpose(1, 2)  # (B, g*g, H)
             pos2d = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(g * g, -1)
             emb = feats + pos2d + self.modality_embed.weight[1]
@@ -145,7 +153,9 @@ def _torch_modules() -> Any:
             temb, ttypes, tpos = self._text_inputs(ids)
             pemb, ptypes, ppos = self._patch_inputs(pixels)
             emb = torch.cat([temb, pemb], dim=1)
-            full_mask = torch.cat([mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1)
+            full_mask = torch.cat(
+                [mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1
+            )
             hidden = self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
             return self.cross_head(hidden[:, 0]).squeeze(-1)
 
@@ -165,7 +175,9 @@ class JointModel:
 
     # -- construction / persistence ----------------------------------------------------------
     @classmethod
-    def from_backbone(cls, backbone: str | Path | None = None, config: JointConfig | None = None) -> JointModel:
+    def from_backbone(
+        cls, backbone: str | Path | None = None, config: JointConfig | None = None
+    ) -> JointModel:
         """A fresh model whose transformer starts from a local checkpoint (default: bundled MiniLM)."""
         from search_backend.model.backbone import load_backbone, resolve_backbone
 
@@ -283,11 +295,17 @@ class JointModel:
                 chunk = images[s : s + bs]
                 pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
                 tok = self.tokenize(texts[s : s + bs])
-                out[s : s + bs] = self.net.cross_logits(tok["input_ids"], tok["attention_mask"], pixels).float().numpy()
+                out[s : s + bs] = (
+                    self.net.cross_logits(tok["input_ids"], tok["attention_mask"], pixels).float().numpy()
+                )
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"type": _TYPE, "parameters": self.num_parameters(), **json.loads(json.dumps(asdict(self.config)))}
+        return {
+            "type": _TYPE,
+            "parameters": self.num_parameters(),
+            **json.loads(json.dumps(asdict(self.config))),
+        }
 
 
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:

@@ -31,7 +31,9 @@ class SepModel:
     def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         return self.bi.encode_texts(texts, batch_size)
 
-    def encode_images(self, images: list[Image.Image] | np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    def encode_images(
+        self, images: list[Image.Image] | np.ndarray, batch_size: int | None = None
+    ) -> np.ndarray:
         return self.bi.encode_images(images, batch_size)
 
     def score(
@@ -54,7 +56,14 @@ class SepModel:
         meta = read_model_config(path)
         if meta["type"] != _TYPE:
             raise ModelLoadError(f"{path}: model type is {meta['type']!r}, not {_TYPE!r}")
-        return cls(JointModel.load(path / meta.get("bi", "bi")), JointModel.load(path / meta.get("cross", "cross")))
+        return cls(
+            JointModel.load(path / meta.get("bi", "bi")), JointModel.load(path / meta.get("cross", "cross"))
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"type": _TYPE, "parameters": self.num_parameters(), "bi": self.bi.describe(), "cross": self.cross.describe()}
+        return {
+            "type": _TYPE,
+            "parameters": self.num_parameters(),
+            "bi": self.bi.describe(),
+            "cross": self.cross.describe(),
+        }

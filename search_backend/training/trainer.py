@@ -62,7 +62,9 @@ class TrainConfig:
         if self.setup not in SETUPS:
             raise ValueError(f"unknown set-up {self.setup!r}; expected one of {', '.join(SETUPS)}")
         if self.bi_loss not in BI_LOSSES:
-            raise ValueError(f"unknown bi-encoder loss {self.bi_loss!r}; expected one of {', '.join(BI_LOSSES)}")
+            raise ValueError(
+                f"unknown bi-encoder loss {self.bi_loss!r}; expected one of {', '.join(BI_LOSSES)}"
+            )
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps must be >= 1 and batch_size >= 2")
 
@@ -98,7 +100,8 @@ class TrainingPool:
 def _optimizer(model: JointModel, cfg: TrainConfig) -> tuple[Any, Any]:
     import torch
 
-    backbone, new = [], []
+    backbone: list[Any] = []
+    new: list[Any] = []
     for name, p in model.net.named_parameters():
         (backbone if name.startswith("backbone.") else new).append(p)
     opt = torch.optim.AdamW(
@@ -123,7 +126,12 @@ def _save_checkpoint(out: Path, model: JointModel, opt: Any, sched: Any, step: i
         shutil.rmtree(tmp)
     model.save(tmp)
     torch.save(
-        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step, "rng": torch.get_rng_state()},
+        {
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "step": step,
+            "rng": torch.get_rng_state(),
+        },
         tmp / "train_state.pt",
     )
     (tmp / "train_config.json").write_text(json.dumps(asdict(cfg), sort_keys=True))
@@ -153,8 +161,13 @@ def train_single(
     resume: bool = True,
     progress: bool = True,
     pool: TrainingPool | None = None,
+    stop_after: int | None = None,
 ) -> JointModel:
-    """Train one set of weights for ``be``, ``ce`` or ``joint`` and save it to ``out``."""
+    """Train one set of weights for ``be``, ``ce`` or ``joint`` and save it to ``out``.
+
+    ``stop_after`` ends the run early after that many steps in all, leaving a checkpoint in
+    ``out/checkpoint`` that a later call resumes from (and the partly trained model is returned).
+    """
     import torch
     from tqdm import tqdm
 
@@ -184,7 +197,13 @@ def train_single(
     pool = pool or TrainingPool(cfg.pool_size, cfg.seed, model.config.image_size)
     net = model.net
     net.train()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=f"train {cfg.setup}", disable=not progress)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc=f"train {cfg.setup}",
+        disable=not progress,
+    )
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step])
         idx = pool.sample(rng, cfg.batch_size)
@@ -210,7 +229,9 @@ def train_single(
             neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
             neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
             ctok = model.tokenize(captions + neg_captions)
-            logits = net.cross_logits(ctok["input_ids"], ctok["attention_mask"], torch.cat([pixels, neg_pixels]))
+            logits = net.cross_logits(
+                ctok["input_ids"], ctok["attention_mask"], torch.cat([pixels, neg_pixels])
+            )
             lc = matching_loss(logits[: len(idx)], logits[len(idx) :])
             loss = loss + cfg.ce_weight * lc
             logs["ce"] = lc.item()
@@ -221,8 +242,11 @@ def train_single(
         opt.zero_grad(set_to_none=True)
         bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
         done = step + 1
-        if done % cfg.checkpoint_every == 0 and done < cfg.steps:
+        if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == stop_after):
             _save_checkpoint(out, model, opt, sched, done, cfg)
+        if done == stop_after and done < cfg.steps:
+            net.eval()
+            return model
     net.eval()
     model.config.trained = (["bi"] if do_bi else []) + (["cross"] if do_ce else [])
     model.save(out)
@@ -243,7 +267,11 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     bi_cfg = TrainConfig(**{**asdict(cfg), "setup": "be"})
     ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce"})
     bi_dir, ce_dir = out / "bi", out / "cross"
-    bi = JointModel.load(bi_dir) if _finished(bi_dir) else train_single(bi_cfg, bi_dir, resume=resume, progress=progress, pool=pool)
+    bi = (
+        JointModel.load(bi_dir)
+        if _finished(bi_dir)
+        else train_single(bi_cfg, bi_dir, resume=resume, progress=progress, pool=pool)
+    )
     cross = train_single(ce_cfg, ce_dir, miner=bi, resume=resume, progress=progress, pool=pool)
     model = SepModel(bi, cross)
     model.save(out)

@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search_backend.data.manifest import read_jsonl
+from search_backend.data.shapes import COLOURS, SHAPES, generate_scenes, make_shapes, write_shapes
+
+
+def test_deterministic_under_seed() -> None:
+    a = list(make_shapes("val", 20, 3))
+    b = list(make_shapes("val", 20, 3))
+    c = list(make_shapes("val", 20, 4))
+    assert [x.captions for x in a] == [x.captions for x in b]
+    assert all(np.array_equal(np.asarray(x.image), np.asarray(y.image)) for x, y in zip(a, b, strict=True))
+    assert [x.captions for x in a] != [x.captions for x in c]
+
+
+def test_splits_are_disjoint_and_keys_unique() -> None:
+    bags: dict[str, set[str]] = {}
+    for split in ("train", "val", "test"):
+        scenes = generate_scenes(split, 300, 0)
+        keys = [s.key() for s, _ in scenes]
+        assert len(set(keys)) == len(keys) == 300
+        assert all(s.split() == split for s, _ in scenes)
+        bags[split] = {s.bag() for s, _ in scenes}
+    assert not bags["train"] & bags["test"]
+    assert not bags["train"] & bags["val"]
+    assert not bags["val"] & bags["test"]
+
+
+def test_hard_distractors_share_the_bag_but_not_the_meaning() -> None:
+    scenes = generate_scenes("test", 400, 1)
+    groups: dict[int, list] = {}
+    for scene, group in scenes:
+        groups.setdefault(group, []).append(scene)
+    pairs = [g for g in groups.values() if len(g) == 2]
+    assert len(pairs) > 80  # about half the scenes come with a distractor
+    for a, b in pairs:
+        assert a.bag() == b.bag()
+        assert a.key() != b.key()
+
+
+def test_geometry_matches_the_relations() -> None:
+    for scene, _ in generate_scenes("train", 200, 2):
+        objs = scene.objects
+        for i, rel, j in scene.relations:
+            a, b = objs[i], objs[j]
+            if rel == "left of":
+                assert a.cx < b.cx
+            elif rel == "right of":
+                assert a.cx > b.cx
+            elif rel == "above":
+                assert a.cy < b.cy
+            else:
+                assert a.cy > b.cy
+
+
+def test_captions_name_every_object() -> None:
+    for item in make_shapes("test", 30, 0):
+        assert len(item.captions) == 5 and len(set(item.captions)) == 5
+        for caption in item.captions:
+            words = caption.replace(",", " ").split()
+            for obj in item.scene.objects:
+                assert obj.colour in words and obj.shape in words
+            assert set(words) & set(COLOURS) and set(words) & set(SHAPES)
+
+
+def test_rendered_colours_are_where_the_objects_are() -> None:
+    item = next(iter(make_shapes("test", 1, 0, image_size=64)))
+    arr = np.asarray(item.image).astype(int)
+    for obj in item.scene.objects:
+        y, x = int(obj.cy * 64), int(obj.cx * 64)
+        pixel = arr[y, x]
+        expected = np.array(COLOURS[obj.colour])
+        assert np.abs(pixel - expected).max() < 60, (obj, pixel)
+
+
+def test_write_shapes_gives_a_valid_manifest(tmp_path: Path) -> None:
+    manifest = write_shapes(tmp_path, "test", 6, 0, image_size=32)
+    result = read_jsonl(manifest, validate_images=True)
+    assert result.ok
+    assert len(result.records) == 30
+    assert len({r.image_id for r in result.records}) == 6
+
+
+def test_unknown_split_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_scenes("dev", 3, 0)

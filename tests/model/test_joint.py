@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from search_backend.data.shapes import make_shapes
+from search_backend.model import JointModel, ModelLoadError, load_model
+from search_backend.model.base import CONFIG_NAME, RetrievalModel
+
+
+def _items(n: int = 4, size: int = 32):  # type: ignore[no-untyped-def]
+    return list(make_shapes("test", n, 0, image_size=size))
+
+
+def test_contract_shapes_dtype_and_norms(tiny_model: JointModel) -> None:
+    items = _items()
+    texts = [it.captions[0] for it in items]
+    images = [it.image for it in items]
+    assert isinstance(tiny_model, RetrievalModel)
+    t = tiny_model.encode_texts(texts, batch_size=3)
+    v = tiny_model.encode_images(images, batch_size=3)
+    s = tiny_model.score(texts, images, batch_size=3)
+    assert t.shape == (4, 16) and v.shape == (4, 16) and s.shape == (4,)
+    assert t.dtype == v.dtype == s.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+def test_batch_size_does_not_change_results(tiny_model: JointModel) -> None:
+    items = _items(5)
+    texts = [it.captions[1] for it in items]
+    images = [it.image for it in items]
+    np.testing.assert_allclose(
+        tiny_model.encode_texts(texts, 1), tiny_model.encode_texts(texts, 5), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        tiny_model.encode_images(images, 2), tiny_model.encode_images(images, 5), atol=1e-5
+    )
+    np.testing.assert_allclose(
+        tiny_model.score(texts, images, 2), tiny_model.score(texts, images, 5), atol=1e-5
+    )
+
+
+def test_any_image_size_is_resized(tiny_model: JointModel) -> None:
+    big = Image.new("RGB", (97, 41), (200, 10, 10))
+    grey = Image.new("L", (16, 16), 128)
+    assert tiny_model.encode_images([big, grey]).shape == (2, 16)
+
+
+def test_cross_mode_reads_the_image_and_its_layout(tiny_model: JointModel) -> None:
+    item = _items(1)[0]
+    flipped = item.image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    text = item.captions[0]
+    s = tiny_model.score([text, text], [item.image, flipped])
+    assert abs(float(s[0] - s[1])) > 1e-6  # 2-D positions make a mirrored scene a different input
+    v = tiny_model.encode_images([item.image, flipped])
+    assert not np.allclose(v[0], v[1])
+
+
+def test_save_load_round_trip_is_exact(tiny_model: JointModel, tmp_path: Path) -> None:
+    items = _items(3)
+    texts = [it.captions[0] for it in items]
+    images = [it.image for it in items]
+    tiny_model.save(tmp_path / "m")
+    assert (tmp_path / "m" / CONFIG_NAME).is_file()
+    assert (tmp_path / "m" / "backbone" / "config.json").is_file()
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, JointModel)
+    np.testing.assert_array_equal(loaded.encode_texts(texts), tiny_model.encode_texts(texts))
+    np.testing.assert_array_equal(loaded.encode_images(images), tiny_model.encode_images(images))
+    np.testing.assert_array_equal(loaded.score(texts, images), tiny_model.score(texts, images))
+
+
+def test_bad_inputs_have_clear_errors(tiny_model: JointModel, tmp_path: Path) -> None:
+    img = _items(1)[0].image
+    with pytest.raises(ValueError, match="empty caption"):
+        tiny_model.encode_texts(["a red circle", "  "])
+    with pytest.raises(ValueError, match="as many texts as images"):
+        tiny_model.score(["a", "b"], [img])
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="not a saved xmodal-search model"):
+        load_model(tmp_path / "empty")
+    tiny_model.save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").unlink()
+    with pytest.raises(ModelLoadError, match=r"missing model\.safetensors"):
+        JointModel.load(tmp_path / "m")
+
+
+def test_default_backbone_starts_from_pretrained_minilm() -> None:
+    """At initialisation the text tower is exactly the sentence-transformers MiniLM embedding."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from search_backend.model.backbone import default_backbone_dir
+
+    model = JointModel.from_backbone(None)
+    texts = ["a small red circle left of a big blue square", "two triangles"]
+    ours = model.encode_texts(texts)
+    path = default_backbone_dir()
+    ref_model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = ref_model(**tok).last_hidden_state
+    mask = tok["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert model.net.backbone.config.num_hidden_layers == 6

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from search_backend.model import JointModel, SepModel, load_model
+from search_backend.training import TrainConfig, TrainingPool, train, train_single
+
+
+@pytest.fixture(scope="module")
+def pool() -> TrainingPool:
+    return TrainingPool(60, 0, image_size=32)
+
+
+def _cfg(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], setup: str = "joint", **kw: object
+) -> TrainConfig:
+    base = TrainConfig(
+        setup=setup,
+        steps=4,
+        batch_size=6,
+        pool_size=60,
+        backbone=str(tiny_backbone),
+        model=dict(tiny_model_config),
+    )
+    return replace(base, **kw)  # type: ignore[arg-type]
+
+
+def _weights(model: JointModel) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.net.state_dict().items()}
+
+
+def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_pool_batches_keep_distractor_groups_together(pool: TrainingPool) -> None:
+    idx = pool.sample(np.random.default_rng(0), 12)
+    assert len(idx) == 12 and len(set(idx.tolist())) == 12
+    groups = pool.groups[idx]
+    assert len(set(groups.tolist())) < 12  # at least one distractor pair in the batch
+
+
+def test_training_changes_weights_and_is_deterministic(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_backbone, tiny_model_config)
+    init = _weights(JointModel.from_backbone(tiny_backbone))
+    a = train_single(cfg, tmp_path / "a", pool=pool, progress=False)
+    b = train_single(cfg, tmp_path / "b", pool=pool, progress=False)
+    wa, wb = _weights(a), _weights(b)
+    assert _same(wa, wb)
+    assert not np.array_equal(
+        wa["backbone.encoder.layer.0.attention.self.query.weight"],
+        init["backbone.encoder.layer.0.attention.self.query.weight"],
+    )
+    assert a.config.trained == ["bi", "cross"]
+    assert not (tmp_path / "a" / "checkpoint").exists()
+    assert _same(_weights(JointModel.load(tmp_path / "a")), wa)
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_backbone, tiny_model_config, steps=5, checkpoint_every=100)
+    full = train_single(cfg, tmp_path / "full", pool=pool, progress=False)
+    train_single(cfg, tmp_path / "cut", pool=pool, progress=False, stop_after=2)
+    assert (tmp_path / "cut" / "checkpoint" / "train_state.pt").is_file()
+    resumed = train_single(cfg, tmp_path / "cut", pool=pool, progress=False)
+    assert _same(_weights(full), _weights(resumed))
+
+
+def test_resume_refuses_a_different_config(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_backbone, tiny_model_config, steps=5)
+    train_single(cfg, tmp_path / "m", pool=pool, progress=False, stop_after=1)
+    with pytest.raises(ValueError, match="another training config"):
+        train_single(replace(cfg, lr_new=0.5), tmp_path / "m", pool=pool, progress=False)
+
+
+@pytest.mark.parametrize("setup,trained", [("be", ["bi"]), ("ce", ["cross"])])
+def test_single_mode_setups(
+    setup: str,
+    trained: list[str],
+    tiny_backbone: Path,
+    tiny_model_config: dict[str, int],
+    pool: TrainingPool,
+    tmp_path: Path,
+) -> None:
+    model = train_single(
+        _cfg(tiny_backbone, tiny_model_config, setup, steps=2), tmp_path, pool=pool, progress=False
+    )
+    assert model.config.trained == trained
+
+
+def test_sep_trains_two_models_and_saves_one_directory(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path: Path
+) -> None:
+    model = train(_cfg(tiny_backbone, tiny_model_config, "sep", steps=2), tmp_path / "sep", progress=False)
+    assert isinstance(model, SepModel)
+    loaded = load_model(tmp_path / "sep")
+    assert isinstance(loaded, SepModel)
+    assert loaded.bi.config.trained == ["bi"] and loaded.cross.config.trained == ["cross"]
+    assert loaded.num_parameters() == 2 * loaded.bi.num_parameters()
+
+
+def test_bad_config_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown set-up"):
+        train(TrainConfig(setup="both"), tmp_path)
+    with pytest.raises(ValueError, match="unknown bi-encoder loss"):
+        train(TrainConfig(bi_loss="hinge"), tmp_path)
