@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_backend.config import Settings, get_settings
 from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
 from search_backend.model.image import build_patch_embedder, images_to_tensor
 
@@ -70,8 +71,15 @@ def _torch_modules() -> Any:
             self.hidden = hidden
             self.type_vocab = int(getattr(backbone.config, "type_vocab_size", 0) or 0)
             self.patch_embed = build_patch_embedder(cfg.patch_size, hidden)
-            self.row_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * 0.02)
-            self.col_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * 0.02)
+            # Patch vectors and 2-D positions start at the scale of the pretrained word embeddings,
+            # so that neither content nor position drowns the other in the embedding LayerNorm
+            # (unnormalised conv features are ~10x larger and made spatial relations unlearnable).
+            scale = float(backbone.get_input_embeddings().weight.detach().std())
+            self.patch_norm = nn.LayerNorm(hidden)
+            with torch.no_grad():
+                self.patch_norm.weight.fill_(scale)
+            self.row_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
+            self.col_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
             self.modality_embed = nn.Embedding(2, hidden)
             nn.init.zeros_(self.modality_embed.weight)  # text keeps its pretrained embeddings at start
             self.text_proj = nn.Linear(hidden, cfg.embed_dim)
@@ -115,7 +123,7 @@ def _torch_modules() -> Any:
                 raise ValueError(
                     f"expected {self.cfg.image_size}px images, got patch grid {tuple(feats.shape[-2:])}"
                 )
-            feats = feats.flatten(2).transpose(1, 2)  # (B, g*g, H)
+            feats = self.patch_norm(feats.flatten(2).transpose(1, 2))  # (B, g*g, H)
             pos2d = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(g * g, -1)
             emb = feats + pos2d + self.modality_embed.weight[1]
             p = g * g
@@ -165,12 +173,15 @@ def _torch_modules() -> Any:
 class JointModel:
     """Bi-encoder and cross-encoder sharing one set of transformer weights (the model contract)."""
 
-    def __init__(self, net: Any, tokenizer: Any, config: JointConfig, *, batch_size: int = 64) -> None:
+    def __init__(
+        self, net: Any, tokenizer: Any, config: JointConfig, *, settings: Settings | None = None
+    ) -> None:
+        settings = settings or get_settings()
         self.net = net
         self.tokenizer = tokenizer
         self.config = config
-        self.batch_size = batch_size
-        self.score_batch_size = 2 * batch_size
+        self.batch_size = settings.encode_batch_size
+        self.score_batch_size = settings.score_batch_size
         self.net.eval()
 
     # -- construction / persistence ----------------------------------------------------------
