@@ -174,6 +174,39 @@ def eval_cmd(
 
 
 # ---------------------------------------------------------------------------------------------
+# adapters
+
+
+@xmr.command()
+@click.option(
+    "--bi",
+    "bi_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local CLIP-style dual-encoder checkpoint (the bi-encoder).",
+)
+@click.option(
+    "--cross",
+    "cross_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Local BLIP-style image-text-matching checkpoint (the cross-encoder).",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@handle_errors
+def adapt(bi_path: Path | None, cross_path: Path | None, out: Path) -> None:
+    """Wrap local Hugging Face checkpoints as an xmodal model folder usable as --model OUT."""
+    from search_backend.model.adapters import AdapterModel
+
+    if bi_path is None and cross_path is None:
+        raise click.UsageError("give --bi, --cross or both")
+    AdapterModel.from_checkpoints(
+        str(bi_path) if bi_path else None, str(cross_path) if cross_path else None
+    ).save(out)
+    click.echo(f"saved adapter model to {out}")
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 
 

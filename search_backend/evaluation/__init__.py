@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from search_backend.evaluation.corpus import manifest_corpus, shapes_corpus
+from search_backend.evaluation.distractors import distractor_accuracy
 from search_backend.evaluation.evaluate import METHODS, EvalCorpus, evaluate
 from search_backend.evaluation.metrics import RECALL_KS, recall_at
 from search_backend.evaluation.table import METHOD_LABELS, format_table
@@ -12,6 +13,7 @@ __all__ = [
     "METHOD_LABELS",
     "RECALL_KS",
     "EvalCorpus",
+    "distractor_accuracy",
     "evaluate",
     "format_table",
     "manifest_corpus",

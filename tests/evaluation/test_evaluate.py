@@ -124,3 +124,13 @@ def test_table_has_the_paper_layout() -> None:
         "|",
         "7.5",
     ]
+
+
+def test_distractor_accuracy_reports_each_kind(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from search_backend.evaluation import distractor_accuracy
+
+    out = distractor_accuracy(tiny_model, "test", 40, 0, image_size=32)
+    assert out["all"]["n"] == sum(v["n"] for k, v in out.items() if k != "all")
+    assert out["all"]["n"] % 10 == 0  # 5 captions x 2 directions per pair
+    for v in out.values():
+        assert 0.0 <= v["be"] <= 100.0 and 0.0 <= v["ce"] <= 100.0

@@ -403,3 +403,25 @@ def test_adapter_rejects_unsaveable_part_and_wrong_type(tmp_path: Path) -> None:
     (other / CONFIG_NAME).write_text(json.dumps({"type": "joint"}))
     with pytest.raises(ModelLoadError, match="not 'adapter'"):
         AdapterModel.load(other)
+
+
+def test_cli_adapt_then_eval_uses_the_checkpoints(clip_dir: Path, blip_dir: Path, tmp_path: Path) -> None:
+    """A user's local CLIP + BLIP checkpoints become a model folder that `xmr eval` runs end to end."""
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import xmr
+
+    runner = CliRunner()
+    out = runner.invoke(
+        xmr, ["adapt", "--bi", str(clip_dir), "--cross", str(blip_dir), "--out", str(tmp_path / "m")]
+    )
+    assert out.exit_code == 0, out.output
+    res = runner.invoke(
+        xmr, ["eval", "--model", str(tmp_path / "m"), "--size", "4", "--queries", "2", "--k", "2", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    assert set(json.loads(res.output.strip().splitlines()[-1])["results"]) == {"be", "ce", "rr"}
+    missing = runner.invoke(xmr, ["adapt", "--out", str(tmp_path / "x")])
+    assert missing.exit_code != 0 and "--bi" in missing.output
