@@ -1,0 +1,27 @@
+"""Vector stores: the VectorStore protocol and the embedded FAISS implementation."""
+
+from __future__ import annotations
+
+from search_backend.stores.base import (
+    CollectionInfo,
+    DimensionError,
+    Match,
+    StoreError,
+    UnknownCollectionError,
+    VectorStore,
+    check_collection_name,
+    matches_filter,
+)
+from search_backend.stores.faiss_store import FaissStore
+
+__all__ = [
+    "CollectionInfo",
+    "DimensionError",
+    "FaissStore",
+    "Match",
+    "StoreError",
+    "UnknownCollectionError",
+    "VectorStore",
+    "check_collection_name",
+    "matches_filter",
+]
