@@ -174,6 +174,25 @@ def eval_cmd(
 
 
 # ---------------------------------------------------------------------------------------------
+# database
+
+
+@xmr.group()
+def db() -> None:
+    """The job database (SQLite under XMR_HOME, or XMR_DATABASE_URL)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@handle_errors
+def db_upgrade(revision: str) -> None:
+    """Apply the Alembic migrations (the only way the schema changes)."""
+    from search_backend.jobs.db import upgrade
+
+    click.echo(f"database at revision {upgrade(revision=revision)}")
+
+
+# ---------------------------------------------------------------------------------------------
 # adapters
 
 

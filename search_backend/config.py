@@ -35,10 +35,16 @@ class Settings:
     score_batch_size: int = 128
     """Batch size for cross-encoder inference (score)."""
     seed: int = 0
+    database_url: str = ""
+    """SQLAlchemy URL of the job database; empty = SQLite file ``$XMR_HOME/xmr.db``."""
 
     @property
     def models_dir(self) -> Path:
         return self.home / "models"
+
+    @property
+    def database_url_resolved(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'xmr.db'}"
 
     @property
     def default_model_dir(self) -> Path:
