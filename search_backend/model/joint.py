@@ -9,7 +9,7 @@ patch, plus learned row/column (2-D position) embeddings and a modality-type emb
 
 from __future__ import annotations
 
-import json
+import functools
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -52,7 +52,9 @@ class JointConfig:
         return self.grid * self.grid
 
 
+@functools.cache
 def _torch_modules() -> Any:
+    """The nn.Module class, defined on first use so that importing this module stays torch-free."""
     import torch
     from torch import nn
 
@@ -311,12 +313,6 @@ class JointModel:
                 )
         return out
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            "type": _TYPE,
-            "parameters": self.num_parameters(),
-            **json.loads(json.dumps(asdict(self.config))),
-        }
 
 
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:

@@ -59,11 +59,3 @@ class SepModel:
         return cls(
             JointModel.load(path / meta.get("bi", "bi")), JointModel.load(path / meta.get("cross", "cross"))
         )
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "type": _TYPE,
-            "parameters": self.num_parameters(),
-            "bi": self.bi.describe(),
-            "cross": self.cross.describe(),
-        }
