@@ -314,7 +314,6 @@ class JointModel:
         return out
 
 
-
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:
     """Convenience: ``JointModel.from_backbone(backbone, JointConfig(**config))``."""
     return JointModel.from_backbone(backbone, JointConfig(**config))
