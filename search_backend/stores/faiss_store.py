@@ -21,8 +21,8 @@ import json
 import os
 import shutil
 import sqlite3
-from collections.abc import Mapping, Sequence
-from contextlib import closing
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,23 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS items_live_id ON items(id) WHERE live = 1;
 """
+
+
+@contextmanager
+def _write(conn: sqlite3.Connection) -> Iterator[None]:
+    """One write transaction that also bumps the change counter readers sync on."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _read_dim(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()[0])
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -166,7 +183,7 @@ class FaissStore:
 
     def _dim(self, name: str) -> int:
         with closing(self._conn(name)) as conn:
-            return int(conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()[0])
+            return _read_dim(conn)
 
     def _synced(self, name: str, conn: sqlite3.Connection) -> _Collection:
         col = self._cache.get(name)
@@ -196,7 +213,7 @@ class FaissStore:
         if not np.isfinite(vecs).all():
             raise StoreError(f"collection {name!r}: vectors contain NaN or infinity")
         with closing(self._conn(name)) as conn:
-            dim = int(conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()[0])
+            dim = _read_dim(conn)
             if vecs.shape[1] != dim:
                 raise DimensionError(
                     f"collection {name!r} has dimension {dim}; got vectors of dimension {vecs.shape[1]}"
@@ -205,31 +222,19 @@ class FaissStore:
                 (str(i), vecs[n].tobytes(), json.dumps(dict(metadata[n]) if metadata else {}))
                 for n, i in enumerate(ids)
             ]
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write(conn):
                 conn.executemany(
                     "UPDATE items SET live = 0 WHERE id = ? AND live = 1", [(r[0],) for r in rows]
                 )
                 conn.executemany("INSERT INTO items (id, vector, metadata) VALUES (?, ?, ?)", rows)
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
         return len(rows)
 
     def delete(self, name: str, ids: Sequence[str]) -> int:
         with closing(self._conn(name)) as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with _write(conn):
                 cur = conn.executemany(
                     "UPDATE items SET live = 0 WHERE id = ? AND live = 1", [(str(i),) for i in ids]
                 )
-                conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             return int(cur.rowcount)
 
     # -- reads --------------------------------------------------------------------------------
