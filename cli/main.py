@@ -114,7 +114,9 @@ def train(
 @click.option(
     "--image-root", type=click.Path(path_type=Path), default=None, help="Image root for Karpathy JSON."
 )
-@click.option("--split", default="test", show_default=True)
+@click.option(
+    "--split", default=None, help="shapes: train|val|test (default test); Karpathy JSON: that split only."
+)
 @click.option("--size", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
@@ -135,7 +137,7 @@ def eval_cmd(
     dataset: str,
     manifest: Path | None,
     image_root: Path | None,
-    split: str,
+    split: str | None,
     size: int,
     seed: int,
     k: int,
@@ -152,10 +154,10 @@ def eval_cmd(
     configure_torch()
     model = load_model(model_spec)
     if manifest is not None:
-        corpus = manifest_corpus(manifest, image_root=image_root, split=None if split == "test" else split)
+        corpus = manifest_corpus(manifest, image_root=image_root, split=split)
     else:
         image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
-        corpus = shapes_corpus(split, size, seed, image_size=image_size)
+        corpus = shapes_corpus(split or "test", size, seed, image_size=image_size)
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
     if as_json:

@@ -92,3 +92,36 @@ def test_default_model_missing_tells_what_to_run(
     out = runner.invoke(xmr, ["eval", "--model", "default", "--size", "3"])
     assert out.exit_code != 0
     assert "xmr demo" in out.output
+
+
+def test_eval_karpathy_split(runner: CliRunner, tiny_model: JointModel, tmp_path: Path) -> None:
+    from search_backend.data.shapes import make_shapes
+
+    tiny_model.save(tmp_path / "m")
+    entries = []
+    for n, item in enumerate(make_shapes("test", 4, 0, image_size=32)):
+        item.image.save(tmp_path / f"{n}.png")
+        entries.append(
+            {
+                "filename": f"{n}.png",
+                "imgid": n,
+                "split": "train" if n == 0 else "test",
+                "sentences": [{"raw": c} for c in item.captions],
+            }
+        )
+    (tmp_path / "dataset_shapes.json").write_text(json.dumps({"images": entries}))
+    args = [
+        "eval",
+        "--model",
+        str(tmp_path / "m"),
+        "--manifest",
+        str(tmp_path / "dataset_shapes.json"),
+        "--split",
+        "test",
+        "--queries",
+        "2",
+        "--json",
+    ]
+    out = runner.invoke(xmr, args)
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output.strip().splitlines()[-1])["n_images"] == 3
