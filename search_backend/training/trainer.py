@@ -46,7 +46,8 @@ class TrainConfig:
     lr_backbone: float = 1e-4
     lr_new: float = 1e-3
     weight_decay: float = 0.01
-    warmup_frac: float = 0.06
+    warmup_steps: int = 25
+    """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
     bi_loss: str = "infonce"
     margin: float = 0.1
     ce_weight: float = 1.0
@@ -108,7 +109,7 @@ def _optimizer(model: JointModel, cfg: TrainConfig) -> tuple[Any, Any]:
         [{"params": backbone, "lr": cfg.lr_backbone}, {"params": new, "lr": cfg.lr_new}],
         weight_decay=cfg.weight_decay,
     )
-    warm = max(1, int(cfg.warmup_frac * cfg.steps))
+    warm = max(1, min(cfg.warmup_steps, cfg.steps))
 
     def schedule(step: int) -> float:
         if step < warm:

@@ -16,6 +16,8 @@ def test_bi_encoder_learns_shapes_in_a_short_run(tmp_path: Path) -> None:
     model = train_single(cfg, tmp_path / "be", progress=False)
     corpus = shapes_corpus("test", 100, 0)
     result = evaluate(model, corpus, k=10, queries=50, seed=0, methods=("be",))["results"]["be"]
-    # chance: R@10 = 10% (t2i over 100 images) and about 10% (i2t: 5 of 500 captions relevant, top 10)
-    assert result["t2i"]["r10"] >= 40.0, result
-    assert result["i2t"]["r10"] >= 30.0, result
+    # chance: t2i R@5 = 5% (100 images); i2t R@10 about 10% (5 of 500 captions relevant).
+    # Measured on this recipe: t2i R@5 96, i2t R@10 92. A collapsed run (constant embeddings,
+    # as a too-short warm-up once gave) scores at chance.
+    assert result["t2i"]["r5"] >= 60.0, result
+    assert result["i2t"]["r10"] >= 50.0, result
