@@ -56,6 +56,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     backbone: str = ""
+    init_from: str = ""
+    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``)."""
     model: dict[str, Any] = field(default_factory=dict)
     """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
 
@@ -188,7 +190,11 @@ def train_single(
         model, state = restored
         start = int(state["step"])
     else:
-        model = JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
+        model = (
+            JointModel.load(cfg.init_from)
+            if cfg.init_from
+            else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
+        )
         state, start = {}, 0
     opt, sched = _optimizer(model, cfg)
     if state:

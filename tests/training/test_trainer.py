@@ -113,3 +113,18 @@ def test_bad_config_is_rejected(tmp_path: Path) -> None:
         train(TrainConfig(setup="both"), tmp_path)
     with pytest.raises(ValueError, match="unknown bi-encoder loss"):
         train(TrainConfig(bi_loss="hinge"), tmp_path)
+
+
+def test_init_from_starts_at_a_saved_model(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    be = train_single(
+        _cfg(tiny_backbone, tiny_model_config, "be", steps=2), tmp_path / "be", pool=pool, progress=False
+    )
+    frozen = _cfg(tiny_backbone, tiny_model_config, "ce", steps=2, lr_backbone=0.0, lr_new=0.0)
+    ce = train_single(
+        replace(frozen, init_from=str(tmp_path / "be")), tmp_path / "ce", pool=pool, progress=False
+    )
+    assert _same(_weights(ce), _weights(be))  # zero learning rate: nothing moved from the start point
+    fresh = train_single(frozen, tmp_path / "fresh", pool=pool, progress=False)
+    assert not _same(_weights(fresh), _weights(be))
