@@ -31,7 +31,7 @@ from search_backend.training.trainer import TrainingPool
 
 
 def _train(
-    setup: str, out: Path, pool: TrainingPool, seed: int, miner: JointModel | None = None
+    setup: str, out: Path, pool: TrainingPool, seed: int, miner: JointModel | None = None, init_from: str = ""
 ) -> tuple[JointModel, float]:
     if (out / CONFIG_NAME).is_file() and not (out / "checkpoint").exists():
         print(f"[{setup}] reusing {out}", flush=True)
@@ -42,7 +42,9 @@ def _train(
         )
         return JointModel.load(out), float(meta.get("seconds", float("nan")))
     t0 = time.perf_counter()
-    model = train_single(default_recipe(setup, seed=seed), out, miner=miner, pool=pool)
+    cfg = default_recipe(setup, seed=seed)
+    cfg.init_from = init_from
+    model = train_single(cfg, out, miner=miner, pool=pool)
     seconds = time.perf_counter() - t0
     (out / "train_seconds.json").write_text(json.dumps({"seconds": seconds}))
     print(f"[{setup}] trained in {seconds:.0f} s", flush=True)
@@ -64,7 +66,8 @@ def main() -> None:
     pool = TrainingPool(recipe.pool_size, recipe.seed, JointConfig(**recipe.model).image_size)
     joint, t_joint = _train("joint", args.out / "joint", pool, args.seed)
     be, t_be = _train("be", args.out / "be", pool, args.seed)
-    ce, t_ce = _train("ce", args.out / "ce", pool, args.seed, miner=be)
+    # sep's cross-encoder starts from the trained bi-encoder (as `xmr train --setup sep` does)
+    ce, t_ce = _train("ce", args.out / "ce", pool, args.seed, miner=be, init_from=str(args.out / "be"))
     sep = SepModel(be, ce)
 
     corpus = shapes_corpus("test", args.size, args.seed, image_size=joint.config.image_size)

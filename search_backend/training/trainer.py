@@ -3,8 +3,9 @@
 * ``be``    bi-encoder only (contrastive loss, see :mod:`search_backend.training.losses`);
 * ``ce``    cross-encoder only (matching loss; negatives mined by a bi-encoder ``miner`` when one
             is given, else the batch's distractor twins, plus random ones);
-* ``sep``   a ``be`` model, then a ``ce`` model mined by it: two sets of weights, used as
-            retrieve -> rerank (saved as one :class:`~search_backend.model.sep.SepModel`);
+* ``sep``   a ``be`` model, then a ``ce`` model initialised from it and mined by it: two sets
+            of weights, used as retrieve -> rerank (saved as one
+            :class:`~search_backend.model.sep.SepModel`);
 * ``joint`` ONE set of weights, both losses summed at every step; the bi-encoder's own in-batch
             similarities mine the cross-encoder's hard negatives.
 
@@ -272,8 +273,10 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
         return train_single(cfg, out, resume=resume, progress=progress)
     pool = TrainingPool(cfg.pool_size, cfg.seed, JointConfig(**cfg.model).image_size)
     bi_cfg = TrainConfig(**{**asdict(cfg), "setup": "be"})
-    ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce"})
     bi_dir, ce_dir = out / "bi", out / "cross"
+    # The cross-encoder starts from the trained bi-encoder's weights (then trains on its own):
+    # from the text-only backbone its cold vision side never left chance in our budget.
+    ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce", "init_from": str(bi_dir)})
     bi = (
         JointModel.load(bi_dir)
         if _finished(bi_dir)
