@@ -26,24 +26,29 @@ def manifest_corpus(
     path: str | Path, *, image_root: str | Path | None = None, split: str | None = None
 ) -> EvalCorpus:
     """Every captioned image of a manifest; bad items are an error (evaluation needs clean data)."""
-    from search_backend.data.images import load_image
+    from search_backend.data.images import ImageError, load_image
     from search_backend.data.manifest import ManifestError, group_by_image, read_manifest
 
-    result = read_manifest(path, image_root=image_root, split=split, validate_images=True)
-    if result.problems:
-        listed = "; ".join(f"{p.item}: {p.reason}" for p in result.problems[:5])
-        more = f" (and {len(result.problems) - 5} more)" if len(result.problems) > 5 else ""
-        raise ManifestError(str(path), f"{len(result.problems)} bad item(s): {listed}{more}")
+    # existence is checked by the reader; each image is decoded exactly once, here
+    result = read_manifest(path, image_root=image_root, split=split)
+    problems = [f"{p.item}: {p.reason}" for p in result.problems]
     images, captions, owner = [], [], []
-    for i, records in enumerate(group_by_image(result.records).values()):
+    for records in group_by_image(result.records).values():
         first = records[0]
         if first.image is None:
             continue
-        images.append(load_image(first.image))
+        try:
+            images.append(load_image(first.image))
+        except ImageError as exc:
+            problems.append(str(exc))
+            continue
         for rec in records:
             if rec.caption is not None:
                 captions.append(rec.caption)
-                owner.append(i)
+                owner.append(len(images) - 1)
+    if problems:
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        raise ManifestError(str(path), f"{len(problems)} bad item(s): {'; '.join(problems[:5])}{more}")
     if not captions:
         raise ManifestError(str(path), "no captions to evaluate with")
     return EvalCorpus(images, captions, np.array(owner))
