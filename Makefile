@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint services bench clean
 
 install: $(STAMP)
 
@@ -26,7 +26,11 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy search_backend
 
-test: lint
+# Local Redis and PostgreSQL on 127.0.0.1 for the tests (idempotent; `bash scripts/services.sh down` stops them).
+services:
+	bash scripts/services.sh up
+
+test: lint services
 	$(BIN)/pytest -q
 
 test-fast: install

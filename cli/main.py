@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from cli import admin
 from cli.errors import handle_errors
 
 __all__ = ["xmr"]
@@ -242,6 +243,16 @@ def demo(images: int, k: int, k_retrieve: int, seed: int) -> None:
     from search_backend.demo import run_demo
 
     run_demo(n_images=images, k=k, k_retrieve=k_retrieve, seed=seed, echo=click.echo)
+
+
+# ---------------------------------------------------------------------------------------------
+# indexing and search (cli/admin.py)
+
+xmr.add_command(admin.collections)
+xmr.add_command(admin.index)
+xmr.add_command(admin.jobs)
+xmr.add_command(admin.search_cmd)
+xmr.add_command(admin.worker)
 
 
 def main(argv: list[str] | None = None) -> Any:  # pragma: no cover - console entry

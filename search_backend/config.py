@@ -37,6 +37,24 @@ class Settings:
     seed: int = 0
     database_url: str = ""
     """SQLAlchemy URL of the job database; empty = SQLite file ``$XMR_HOME/xmr.db``."""
+    model: str = "default"
+    """Model used by new collections: ``default`` (the cached joint model) or a saved model folder."""
+    store: str = "faiss"
+    """Vector store: ``faiss`` (embedded, under ``$XMR_HOME/faiss``)."""
+    store_lock_timeout: float = 30.0
+    """Seconds a FAISS-store write waits for another writer before it counts as unavailable."""
+    broker_url: str = ""
+    """Celery broker (e.g. ``redis://127.0.0.1:6379/0``); empty = embedded mode, work runs in-process."""
+    index_batch_size: int = 64
+    """Items per indexing task."""
+    task_max_retries: int = 8
+    """Retries of an indexing task on store or database errors (exponential backoff)."""
+    retry_backoff_max: int = 30
+    """Upper bound, in seconds, of the wait between two retries."""
+    visibility_timeout: int = 600
+    """Seconds before a task taken by a worker that died (SIGKILL) is given to another worker."""
+    max_query_bytes: int = 20_000_000
+    """Largest query image accepted by search, in bytes."""
 
     @property
     def models_dir(self) -> Path:
@@ -45,6 +63,10 @@ class Settings:
     @property
     def database_url_resolved(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'xmr.db'}"
+
+    @property
+    def faiss_dir(self) -> Path:
+        return self.home / "faiss"
 
     @property
     def default_model_dir(self) -> Path:

@@ -13,7 +13,15 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
     from sqlalchemy.orm import Session
 
-__all__ = ["current_revision", "head_revision", "make_engine", "session_scope", "upgrade"]
+__all__ = [
+    "SchemaError",
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "ready_engine",
+    "session_scope",
+    "upgrade",
+]
 
 _REPO = Path(__file__).resolve().parents[2]
 
@@ -45,6 +53,28 @@ def make_engine(settings: Settings | None = None) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+class SchemaError(RuntimeError):
+    """The job database is not at the schema this code needs."""
+
+
+def ready_engine(settings: Settings | None = None) -> Engine:
+    """An engine on a database at the current schema.
+
+    The embedded SQLite database is migrated on first use (no setup step for a newcomer); a
+    server database (``XMR_DATABASE_URL``) must be migrated explicitly with ``xmr db upgrade``.
+    """
+    settings = settings or get_settings()
+    have, want = current_revision(settings), head_revision()
+    if have != want:
+        if not settings.database_url_resolved.startswith("sqlite:"):
+            raise SchemaError(
+                f"the job database is at revision {have or 'none'}, this code needs {want}: "
+                "run `xmr db upgrade`"
+            )
+        upgrade(settings)
+    return make_engine(settings)
 
 
 def upgrade(settings: Settings | None = None, revision: str = "head") -> str:

@@ -30,6 +30,8 @@ class Collection(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
+    model: Mapped[str] = mapped_column(Text, default="", nullable=False)
+    """Folder of the model that encodes this collection's vectors (queries must use it too)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow, nullable=False)
 
     jobs: Mapped[list[Job]] = relationship(back_populates="collection", cascade="all, delete-orphan")

@@ -11,7 +11,9 @@ if TYPE_CHECKING:
     from search_backend.config import Settings
     from search_backend.model.base import RetrievalModel
 
-__all__ = ["load_model", "resolve_model_path"]
+__all__ = ["cached_model", "load_model", "resolve_model_path"]
+
+_CACHE: dict[tuple[str, float], RetrievalModel] = {}
 
 
 def resolve_model_path(spec: str | Path, settings: Settings | None = None) -> Path:
@@ -44,3 +46,25 @@ def load_model(spec: str | Path, settings: Settings | None = None) -> RetrievalM
 
         return AdapterModel.load(path)
     raise ModelLoadError(f"{path}: unknown model type {kind!r}")
+
+
+def cached_model(path: str | Path) -> RetrievalModel:
+    """Load the model saved at ``path`` once per process (reloaded if its folder is re-saved).
+
+    Workers and the search path call this for every batch or query; the model stays in memory.
+    """
+    from search_backend.model.base import CONFIG_NAME
+
+    folder = Path(path).expanduser().resolve()
+    try:
+        stamp = (folder / CONFIG_NAME).stat().st_mtime
+    except OSError:
+        raise ModelLoadError(f"no saved model at {folder} (missing {CONFIG_NAME})") from None
+    key = (str(folder), stamp)
+    model = _CACHE.get(key)
+    if model is None:
+        for old in [k for k in _CACHE if k[0] == key[0]] + list(_CACHE)[: max(0, len(_CACHE) - 3)]:
+            _CACHE.pop(old, None)
+        model = load_model(folder)
+        _CACHE[key] = model
+    return model

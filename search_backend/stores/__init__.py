@@ -12,9 +12,11 @@ from search_backend.stores.base import (
     check_collection_name,
     matches_filter,
 )
+from search_backend.stores.factory import STORES, open_store
 from search_backend.stores.faiss_store import FaissStore
 
 __all__ = [
+    "STORES",
     "CollectionInfo",
     "DimensionError",
     "FaissStore",
@@ -24,4 +26,5 @@ __all__ = [
     "VectorStore",
     "check_collection_name",
     "matches_filter",
+    "open_store",
 ]

@@ -70,8 +70,8 @@ def _read_dim(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT value FROM meta WHERE key='dim'").fetchone()[0])
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
@@ -127,8 +127,11 @@ class FaissStore:
         ef_construction: int = 80,
         ef_search: int = 96,
         snapshot_every: int = 20_000,
+        lock_timeout: float = 30.0,
     ) -> None:
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
+        """Seconds a write waits for another writer's lock before ``sqlite3.OperationalError``."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.ann_threshold = ann_threshold
         self.hnsw_m = hnsw_m
@@ -179,7 +182,7 @@ class FaissStore:
     def _conn(self, name: str) -> sqlite3.Connection:
         if not self.has_collection(name):
             raise UnknownCollectionError(name)
-        return _connect(self._folder(name) / "store.db")
+        return _connect(self._folder(name) / "store.db", self.lock_timeout)
 
     def _dim(self, name: str) -> int:
         with closing(self._conn(name)) as conn:

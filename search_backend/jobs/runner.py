@@ -1,0 +1,222 @@
+"""Index one batch of a job: read + validate, encode, upsert, mark items.
+
+This is the whole of an indexing task; Celery workers (``workers/``) and the embedded mode both
+call :func:`run_batch`. It is idempotent: only items still ``pending`` are processed, and their
+vector ids are content checksums, so running a batch again (after a crash, a redelivery or a
+retry) replaces vectors instead of adding new ones.
+
+Errors fall in two kinds. A bad item (corrupt image, unreadable file) is marked ``failed`` with
+its reason and the batch goes on. A store or database that does not answer raises
+:class:`TransientError` (or the driver's own error, see :data:`TRANSIENT_ERRORS`) so the caller
+retries the whole batch later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search_backend.data.images import ImageError, decode_image_bytes
+from search_backend.jobs.db import session_scope
+from search_backend.jobs.models import Item, Job, utcnow
+from search_backend.jobs.submit import vector_id
+
+if TYPE_CHECKING:
+    from PIL import Image
+    from sqlalchemy.engine import Engine
+
+    from search_backend.config import Settings
+    from search_backend.stores.base import VectorStore
+
+__all__ = ["BatchResult", "TransientError", "fail_batch", "finish_job", "is_transient", "run_batch"]
+
+
+class TransientError(RuntimeError):
+    """The store or the database did not answer; the batch should be retried."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` means 'try again later' rather than 'this input is bad'."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, TransientError | sqlite3.OperationalError | OperationalError | ConnectionError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TimeoutError)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    job_id: int
+    batch: int
+    done: int
+    failed: int
+    skipped: bool = False
+    """True when the job was cancelled or gone, or the batch had nothing pending."""
+
+
+@dataclass
+class _Work:
+    item_id: int
+    kind: str
+    key: str
+    path: str | None
+    caption: str | None
+    checksum: str | None
+    image: Image.Image | None = None
+    error: str | None = None
+
+
+def _read_image(work: _Work, max_pixels: int | None) -> None:
+    """Read and decode ``work``'s image; record the checksum of the bytes actually read."""
+    from search_backend.data.images import MAX_IMAGE_PIXELS
+
+    if work.path is None:
+        work.error = "no image path"
+        return
+    try:
+        data = Path(work.path).read_bytes()
+    except FileNotFoundError:
+        work.error = "file not found"
+        return
+    except IsADirectoryError:
+        work.error = "is a directory, not an image file"
+        return
+    except OSError as e:
+        work.error = f"cannot read file: {e.strerror or e}"
+        return
+    try:
+        work.image = decode_image_bytes(data, item=work.path, max_pixels=max_pixels or MAX_IMAGE_PIXELS)
+    except ImageError as e:
+        work.error = e.reason
+        return
+    work.checksum = hashlib.sha256(data).hexdigest()
+
+
+def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: int, batch: int) -> BatchResult:
+    """Index the pending items of ``batch`` in job ``job_id``; see the module docstring."""
+    from sqlalchemy import select, update
+
+    from search_backend.model.loading import cached_model
+
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status == "cancelled":
+            return BatchResult(job_id, batch, 0, 0, skipped=True)
+        if job.status == "pending":
+            job.status, job.started_at = "running", utcnow()
+        rows = s.scalars(
+            select(Item).where(Item.job_id == job_id, Item.batch == batch, Item.status == "pending")
+        ).all()
+        s.execute(
+            update(Item)
+            .where(Item.job_id == job_id, Item.batch == batch, Item.status == "pending")
+            .values(attempts=Item.attempts + 1)
+        )
+        work = [_Work(r.id, r.kind, r.item_key, r.source_path, r.caption, r.checksum) for r in rows]
+        collection, model_path = job.collection.name, job.collection.model
+    if not work:
+        finish_job(engine, job_id)
+        return BatchResult(job_id, batch, 0, 0, skipped=True)
+
+    model = cached_model(model_path)
+    images = [w for w in work if w.kind == "image"]
+    captions = [w for w in work if w.kind == "caption"]
+    for w in images:
+        _read_image(w, None)
+    for w in captions:
+        if not (w.caption or "").strip():
+            w.error = "empty caption"
+    good_images = [w for w in images if w.error is None]
+    good_captions = [w for w in captions if w.error is None]
+
+    ids: list[str] = []
+    metadata: list[dict[str, Any]] = []
+    vectors = []
+    if good_images:
+        vectors.append(
+            model.encode_images([w.image for w in good_images if w.image], settings.encode_batch_size)
+        )
+    if good_captions:
+        vectors.append(
+            model.encode_texts([w.caption or "" for w in good_captions], settings.encode_batch_size)
+        )
+    for w in good_images + good_captions:
+        ids.append(vector_id(w.kind, w.checksum or ""))
+        meta: dict[str, Any] = {"kind": w.kind, "key": w.key, "job": job_id}
+        if w.path is not None:
+            meta["source"] = w.path
+        if w.caption is not None:
+            meta["caption"] = w.caption
+        metadata.append(meta)
+    for w in images:
+        if w.image is not None:
+            w.image.close()
+    if ids:
+        import numpy as np
+
+        # Equal content inside one batch (only possible after a retry) gets one vector.
+        unique = dict(zip(ids, range(len(ids)), strict=True))
+        keep = sorted(unique.values())
+        matrix = np.concatenate(vectors)[keep]
+        store.upsert(collection, [ids[i] for i in keep], matrix, [metadata[i] for i in keep])
+
+    done = [w for w in work if w.error is None]
+    failed = [w for w in work if w.error is not None]
+    with session_scope(engine) as s:
+        for w in done:
+            s.execute(
+                update(Item)
+                .where(Item.id == w.item_id)
+                .values(status="done", error=None, checksum=w.checksum, updated_at=utcnow())
+            )
+        for w in failed:
+            s.execute(
+                update(Item)
+                .where(Item.id == w.item_id)
+                .values(status="failed", error=w.error, updated_at=utcnow())
+            )
+    finish_job(engine, job_id)
+    return BatchResult(job_id, batch, len(done), len(failed))
+
+
+def fail_batch(engine: Engine, job_id: int, batch: int, reason: str) -> None:
+    """Give up on a batch (retries exhausted, internal error): its pending items fail with ``reason``."""
+    from sqlalchemy import update
+
+    with session_scope(engine) as s:
+        s.execute(
+            update(Item)
+            .where(Item.job_id == job_id, Item.batch == batch, Item.status == "pending")
+            .values(status="failed", error=reason, updated_at=utcnow())
+        )
+    finish_job(engine, job_id)
+
+
+def finish_job(engine: Engine, job_id: int) -> str | None:
+    """Set the job's final status once no item is pending; return the status it has now."""
+    from sqlalchemy import func, select
+
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return None
+        if job.status in ("cancelled", "done", "done_with_errors", "failed"):
+            return job.status
+        counts: dict[str, int] = {
+            str(status): int(n)
+            for status, n in s.execute(
+                select(Item.status, func.count()).where(Item.job_id == job_id).group_by(Item.status)
+            )
+        }
+        if counts.get("pending", 0):
+            return job.status
+        ok = counts.get("done", 0) + counts.get("duplicate", 0)
+        bad = counts.get("failed", 0)
+        job.status = "done" if bad == 0 else ("failed" if ok == 0 else "done_with_errors")
+        job.finished_at = utcnow()
+        return job.status

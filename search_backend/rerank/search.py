@@ -1,0 +1,171 @@
+"""Search a collection: encode the query, k-NN in the store, rerank the hits with the cross-encoder.
+
+Text queries search the collection's images; image queries search its captions. Each hit keeps
+the scores of both stages (``bi_score`` from the bi-encoder k-NN, ``ce_score`` from the
+cross-encoder, ``None`` when reranking was off or the hit's image could not be read).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search_backend.data.images import ImageError, load_image
+from search_backend.jobs.collections import get_collection
+from search_backend.jobs.db import session_scope
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from PIL import Image
+    from sqlalchemy.engine import Engine
+
+    from search_backend.config import Settings
+    from search_backend.stores.base import Match, VectorStore
+
+__all__ = ["MAX_K", "SearchHit", "SearchResult", "read_query_image", "search"]
+
+MAX_K = 1000
+"""Largest k / k_retrieve a search accepts."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: str
+    score: float
+    """The final ranking score: ``ce_score`` when reranked, else ``bi_score``."""
+    bi_score: float
+    ce_score: float | None
+    bi_rank: int
+    """1-based position in the k-NN results."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "score": self.score,
+            "bi_score": self.bi_score,
+            "ce_score": self.ce_score,
+            "bi_rank": self.bi_rank,
+            "kind": self.metadata.get("kind"),
+            "source": self.metadata.get("source"),
+            "caption": self.metadata.get("caption"),
+            "metadata": self.metadata,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    collection: str
+    query_kind: str
+    """``text`` (searches images) or ``image`` (searches captions)."""
+    reranked: bool
+    hits: list[SearchHit]
+    timings_ms: dict[str, float]
+    """Wall time of each stage: ``encode``, ``knn``, ``rerank`` (0 when off), ``total``."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "collection": self.collection,
+            "query_kind": self.query_kind,
+            "reranked": self.reranked,
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "hits": [h.to_json() for h in self.hits],
+        }
+
+
+def _check_k(k: int, k_retrieve: int) -> None:
+    if not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+    if not 1 <= k_retrieve <= MAX_K:
+        raise ValueError(f"k_retrieve must be between 1 and {MAX_K}, got {k_retrieve}")
+
+
+def _hit_images(matches: list[Match]) -> list[Image.Image | None]:
+    out: list[Image.Image | None] = []
+    for m in matches:
+        source = m.metadata.get("source")
+        try:
+            out.append(load_image(Path(source)) if source else None)
+        except ImageError:
+            out.append(None)  # moved or deleted since indexing: keep the k-NN score
+    return out
+
+
+def read_query_image(path: str | Path, settings: Settings) -> Image.Image:
+    """Load a query image, refusing files over ``settings.max_query_bytes``."""
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+    except OSError:
+        size = 0  # load_image names the problem (missing, unreadable, ...)
+    if size > settings.max_query_bytes:
+        raise ImageError(str(p), f"query image too large: {size} bytes (limit {settings.max_query_bytes})")
+    return load_image(p)
+
+
+def search(
+    settings: Settings,
+    engine: Engine,
+    store: VectorStore,
+    collection: str,
+    *,
+    text: str | None = None,
+    image: Image.Image | None = None,
+    k: int = 10,
+    k_retrieve: int = 50,
+    rerank: bool = True,
+    filter: Mapping[str, Any] | None = None,
+) -> SearchResult:
+    """Two-stage search of ``collection`` with exactly one of ``text`` or ``image``."""
+    from search_backend.model.loading import cached_model
+
+    if (text is None) == (image is None):
+        raise ValueError("give exactly one query: a text or an image")
+    if text is not None and not text.strip():
+        raise ValueError("empty text query")
+    _check_k(k, k_retrieve)
+    with session_scope(engine) as s:
+        model_path = get_collection(s, collection).model
+    model = cached_model(model_path)
+    wanted = {**dict(filter or {}), "kind": "image" if text is not None else "caption"}
+
+    t0 = time.perf_counter()
+    if text is not None:
+        query = model.encode_texts([text], settings.encode_batch_size)[0]
+    else:
+        assert image is not None
+        query = model.encode_images([image], settings.encode_batch_size)[0]
+    t1 = time.perf_counter()
+    matches = store.knn(collection, query, max(k, k_retrieve) if rerank else k, wanted)
+    t2 = time.perf_counter()
+
+    ce: list[float | None] = [None] * len(matches)
+    if rerank and matches:
+        if text is not None:
+            images = _hit_images(matches)
+            idx = [i for i, im in enumerate(images) if im is not None]
+            texts = [text] * len(idx)
+            pairs_images = [images[i] for i in idx]
+        else:
+            idx = [i for i, m in enumerate(matches) if m.metadata.get("caption")]
+            texts = [str(matches[i].metadata["caption"]) for i in idx]
+            pairs_images = [image] * len(idx)
+        if idx:
+            scores = model.score(texts, pairs_images)  # type: ignore[arg-type]
+            for i, sc in zip(idx, scores, strict=True):
+                ce[i] = float(sc)
+    t3 = time.perf_counter()
+
+    hits = [
+        SearchHit(m.id, m.score if c is None else c, m.score, c, n + 1, dict(m.metadata))
+        for n, (m, c) in enumerate(zip(matches, ce, strict=True))
+    ]
+    if rerank:
+        # Reranked hits first, by cross-encoder score; any hit without one keeps its k-NN order after them.
+        hits.sort(key=lambda h: (h.ce_score is None, -(h.ce_score or 0.0), h.bi_rank))
+    timings = {"encode": (t1 - t0) * 1e3, "knn": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
+    timings["total"] = sum(timings.values())
+    return SearchResult(collection, "text" if text is not None else "image", rerank, hits[:k], timings)
