@@ -50,3 +50,18 @@ def tiny_model(tiny_backbone: Path, tiny_model_config: dict[str, int]):  # type:
 
     torch.manual_seed(0)
     return JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny joint model saved to a folder (what collections record and workers load)."""
+    import torch
+
+    from search_backend.model.joint import JointConfig, JointModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_model") / "model"
+    JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config)).save(path)
+    return path

@@ -8,7 +8,7 @@ Reliability settings, and why:
 * ``worker_prefetch_multiplier=1``: a worker holds one batch at a time, so a crash strands
   little work and two workers share a job evenly.
 * ``visibility_timeout`` (Redis): how long a message taken by a vanished worker stays invisible
-  before Redis hands it out again.
+  before it is handed out again; workers scan for such messages every few seconds.
 * Results are not stored: the job database is the record of what happened.
 """
 
@@ -43,7 +43,13 @@ def make_app(settings: Settings) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout},
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            # Look for messages of vanished workers every few seconds (kombu's default scan runs
+            # every 10 s x 10 throttle = 100 s, which would leave a crashed batch idle that long).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout)),
+            "unacked_restore_throttle": 1,
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         enable_utc=True,

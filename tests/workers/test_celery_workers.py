@@ -1,0 +1,205 @@
+"""Service mode against real servers: Redis broker, PostgreSQL job database, `xmr worker` processes.
+
+Each test gets its own Redis db and PostgreSQL database (``tests/_services.py``), a FAISS store in
+a temporary XMR_HOME, and a tiny saved model, and drives everything through the ``xmr`` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from search_backend.config import get_settings
+from search_backend.jobs.db import make_engine, upgrade
+from search_backend.jobs.queries import ItemRow, JobSummary, get_job, job_items
+from search_backend.stores.factory import open_store
+from tests._indexing import BAD_IMAGES, write_mixed_manifest
+
+REPO = Path(__file__).resolve().parents[2]
+XMR = str(Path(sys.executable).parent / "xmr")
+
+
+class Cluster:
+    """The environment of one test: settings as env vars, worker processes, helpers."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.settings = get_settings(env)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def xmr(self, *args: str) -> str:
+        done = subprocess.run(
+            [XMR, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+        return done.stdout
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        with (self.logs / f"worker{len(self.workers)}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [XMR, "worker", "--pool", "solo", "--loglevel", "INFO"],
+                env=self.env,
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.workers.append(proc)
+        return proc
+
+    def kill(self, proc: subprocess.Popen[bytes]) -> None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+    def submit(self, manifest: Path) -> int:
+        out = self.xmr("index", str(manifest), "--collection", "c", "--json")
+        return int(json.loads(out.splitlines()[-1])["id"])
+
+    def job(self, job_id: int) -> JobSummary:
+        engine = make_engine(self.settings)
+        try:
+            return get_job(engine, job_id)
+        finally:
+            engine.dispose()
+
+    def wait(self, job_id: int, until: Callable[[JobSummary], bool], timeout: float = 120) -> JobSummary:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                job = self.job(job_id)
+                if until(job):
+                    return job
+            except Exception as exc:  # the database may be down on purpose
+                if "OperationalError" not in type(exc).__name__:
+                    raise
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} did not get there in {timeout} s: {self.job(job_id)}")
+            time.sleep(0.05)
+
+    def stored(self) -> int:
+        return open_store(self.settings).count("c")
+
+    def close(self) -> None:
+        for proc in self.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=20)
+
+
+@pytest.fixture()
+def cluster(
+    clean_redis_url: str, clean_postgres_url: str, tiny_model_dir: Path, tmp_path: Path
+) -> Iterator[Cluster]:
+    env = {
+        **os.environ,
+        "XMR_HOME": str(tmp_path / "home"),
+        "XMR_MODEL": str(tiny_model_dir),
+        "XMR_BROKER_URL": clean_redis_url,
+        "XMR_DATABASE_URL": clean_postgres_url,
+        "XMR_THREADS": "1",
+        "XMR_INDEX_BATCH_SIZE": "2",
+        "XMR_VISIBILITY_TIMEOUT": "3",
+        "XMR_RETRY_BACKOFF_MAX": "2",
+        "XMR_TASK_MAX_RETRIES": "30",
+        "HF_HUB_OFFLINE": "1",
+    }
+    c = Cluster(env, tmp_path)
+    upgrade(c.settings)
+    c.xmr("collections", "create", "c")
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def _finished(job: JobSummary) -> bool:
+    return job.finished
+
+
+def test_bad_items_through_workers(cluster: Cluster, tmp_path: Path) -> None:
+    manifest = write_mixed_manifest(tmp_path / "data", n_good=4)
+    cluster.start_worker()
+    job = cluster.wait(cluster.submit(manifest), _finished)
+    assert job.status == "done_with_errors"
+    engine = make_engine(cluster.settings)
+    failed = {i.key: i.error or "" for i in job_items(engine, job.id, status="failed")}
+    engine.dispose()
+    for name, phrase in BAD_IMAGES.items():
+        assert phrase in failed[f"bad/{name}"]
+    assert cluster.stored() == job.counts["done"] > 0
+    out = json.loads(
+        cluster.xmr("search", "--collection", "c", "--text", "a red circle", "--k", "4", "--json")
+    )
+    assert len(out["hits"]) == 4 and all(h["ce_score"] is not None for h in out["hits"])
+
+
+def _item(cluster: Cluster, job_id: int, key: str) -> ItemRow:
+    engine = make_engine(cluster.settings)
+    try:
+        (item,) = [i for i in job_items(engine, job_id, limit=10_000) if i.key == key]
+        return item
+    finally:
+        engine.dispose()
+
+
+def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    from PIL import Image
+
+    manifest = write_mixed_manifest(tmp_path / "data", n_good=30)
+    # A big image makes its batch slow to decode: the worker is killed while it holds that batch.
+    Image.new("RGB", (6000, 6000), (200, 30, 30)).save(tmp_path / "data" / "big.png")
+    lines = manifest.read_text().splitlines()
+    lines.insert(40, json.dumps({"image": "big.png", "caption": "a very big red picture"}))
+    manifest.write_text("\n".join(lines) + "\n")
+
+    first = cluster.start_worker()
+    job_id = cluster.submit(manifest)
+    deadline = time.monotonic() + 120
+    while (big := _item(cluster, job_id, "big.png")).attempts == 0:
+        assert time.monotonic() < deadline, "the worker never started the big image's batch"
+        time.sleep(0.01)
+    cluster.kill(first)  # SIGKILL while the batch with the big image runs
+    at_kill = cluster.job(job_id)
+    assert big.status == "pending" and not at_kill.finished and at_kill.counts["done"] > 0
+
+    cluster.start_worker()  # gets the queued batches, and the lost one after the visibility timeout
+    job = cluster.wait(job_id, _finished)
+    assert job.status == "done_with_errors" and job.counts["pending"] == 0
+    assert job.counts["failed"] == len(BAD_IMAGES) + 1
+    big = _item(cluster, job_id, "big.png")
+    assert (big.status, big.attempts) == ("done", 2)  # redelivered and run again
+    assert cluster.stored() == job.counts["done"]  # every item exactly once
+
+
+def test_database_briefly_down_tasks_retry_and_the_job_completes(cluster: Cluster, tmp_path: Path) -> None:
+    if "127.0.0.1:15432" not in cluster.settings.database_url:
+        pytest.skip("stops the PostgreSQL server of scripts/postgres.sh; another server is configured")
+    manifest = write_mixed_manifest(tmp_path / "data", n_good=10)
+    job_id = cluster.submit(manifest)  # queued; no worker yet
+    pg = [str(REPO / "scripts" / "postgres.sh")]
+    subprocess.run(["bash", *pg, "stop"], check=True, capture_output=True, timeout=60)
+    try:
+        cluster.start_worker()  # every batch fails against a database that is not there ...
+        time.sleep(4)
+    finally:
+        subprocess.run(["bash", *pg, "start"], check=True, capture_output=True, timeout=120)
+    # ... and is retried with backoff until the database is back.
+    job = cluster.wait(job_id, _finished)
+    log = (tmp_path / "worker0.log").read_text()
+    assert "OperationalError" in log and "retry: Retry in" in log, log[-3000:]
+    assert job.status == "done_with_errors" and job.counts["pending"] == 0
+    assert job.counts["failed"] == len(BAD_IMAGES) + 1  # no good item lost to the outage
+    assert cluster.stored() == job.counts["done"]
