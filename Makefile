@@ -27,8 +27,10 @@ lint: install
 	$(BIN)/mypy search_backend
 
 # Local Redis and PostgreSQL on 127.0.0.1 for the tests (idempotent; `bash scripts/services.sh down` stops them).
+# If they cannot be installed here (no root/sudo, no apt), the tests that need them are skipped
+# (CI sets XMR_REQUIRE_SERVICES=1, which turns those skips into failures).
 services:
-	bash scripts/services.sh up
+	-bash scripts/services.sh up
 
 test: lint services
 	$(BIN)/pytest -q

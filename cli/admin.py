@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from search_backend.jobs.queries import JobSummary
     from search_backend.stores.base import VectorStore
 
-__all__ = ["collections", "index", "jobs", "search_cmd", "worker"]
+__all__ = ["collections", "index", "jobs", "search_cmd", "serve", "worker"]
 
 
 def _open() -> tuple[Settings, Engine, VectorStore]:
@@ -407,4 +407,29 @@ def worker(concurrency: int, pool: str, loglevel: str, hostname: str | None) -> 
             f"--loglevel={loglevel}",
             f"--hostname={name}",
         ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+
+@click.command()
+@click.option("--host", default=None, help="Bind address (default: XMR_SERVE_HOST, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default: XMR_SERVE_PORT, 8800).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@handle_errors
+def serve(host: str | None, port: int | None, workers: int) -> None:
+    """Run the HTTP service: POST /search, POST /rerank, GET /health, GET /metrics, /docs."""
+    import uvicorn
+
+    from search_backend.config import get_settings
+
+    settings = get_settings()
+    uvicorn.run(
+        "search_backend.rerank.asgi:app",
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        workers=workers,
+        log_level="info",
     )

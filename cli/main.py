@@ -253,6 +253,7 @@ xmr.add_command(admin.index)
 xmr.add_command(admin.jobs)
 xmr.add_command(admin.search_cmd)
 xmr.add_command(admin.worker)
+xmr.add_command(admin.serve)
 
 
 def main(argv: list[str] | None = None) -> Any:  # pragma: no cover - console entry

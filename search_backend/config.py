@@ -56,6 +56,35 @@ class Settings:
     max_query_bytes: int = 20_000_000
     """Largest query image accepted by search, in bytes."""
 
+    # --- OpenSearch store (XMR_STORE=opensearch) ---
+    opensearch_url: str = "http://127.0.0.1:9200"
+    opensearch_user: str = ""
+    opensearch_password: str = ""
+    opensearch_verify_certs: bool = True
+    opensearch_ca_certs: str = ""
+    """CA bundle for TLS (``https://`` URLs); empty = the system's."""
+    opensearch_index_prefix: str = "xmr-"
+    """Index of collection C: ``<prefix>C`` (an alias ``<prefix>C`` points at ``<prefix>C-v1``)."""
+    opensearch_engine: str = "lucene"
+    opensearch_space_type: str = "innerproduct"
+    opensearch_shards: int = 1
+    opensearch_replicas: int = 0
+    opensearch_m: int = 16
+    opensearch_ef_construction: int = 128
+    opensearch_ef_search: int = 100
+    opensearch_refresh: str = "wait_for"
+    """Bulk writes: ``wait_for`` (visible to search when the call returns), ``true`` or ``false``."""
+    opensearch_timeout: float = 30.0
+
+    # --- rerank HTTP service (xmr serve) ---
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8800
+    api_key: str = ""
+    """When set, every request but ``GET /health`` must send ``X-API-Key`` (or ``Authorization: Bearer``)."""
+    max_request_bytes: int = 30_000_000
+    """Largest request body the service reads (base64 images included)."""
+    max_rerank_hits: int = 1000
+
     @property
     def models_dir(self) -> Path:
         return self.home / "models"

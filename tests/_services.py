@@ -20,8 +20,12 @@ import pytest
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:16379/0"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://xmr@127.0.0.1:15432/xmr"
+DEFAULT_OPENSEARCH_URL = "http://127.0.0.1:19200"
 CONNECT_TIMEOUT_S = 2
-START_HINT = "start it with `bash scripts/services.sh up` (or `make services`)"
+START_HINT = (
+    "start it with `bash scripts/services.sh up` (or `make services`; "
+    "OpenSearch: `bash scripts/opensearch.sh start`)"
+)
 
 # Redis db 0 is the shared one; the clean_redis_url fixture hands out 1..15 in turn.
 _redis_dbs = itertools.cycle(range(1, 16))
@@ -111,3 +115,29 @@ def clean_postgres_url(postgres_url: str) -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def opensearch_url() -> str:
+    """URL of the local OpenSearch node (``scripts/opensearch.sh``), checked with a cluster-health call."""
+    import httpx
+
+    url = os.environ.get("XMR_TEST_OPENSEARCH_URL") or DEFAULT_OPENSEARCH_URL
+    try:
+        r = httpx.get(f"{url}/_cluster/health", timeout=CONNECT_TIMEOUT_S * 5)
+        r.raise_for_status()
+        if r.json().get("status") not in ("green", "yellow"):
+            raise RuntimeError(f"cluster status {r.json().get('status')}")
+    except Exception as error:
+        _unreachable("OpenSearch", url, error)
+    return url
+
+
+@pytest.fixture()
+def opensearch_prefix(opensearch_url: str) -> Iterator[str]:
+    """A unique index prefix for one test; its indices are deleted afterwards."""
+    import httpx
+
+    prefix = f"xmrtest-{uuid.uuid4().hex[:8]}-"
+    yield prefix
+    httpx.delete(f"{opensearch_url}/{prefix}*", timeout=30)

@@ -23,6 +23,7 @@ from search_backend.data.images import ImageError, decode_image_bytes
 from search_backend.jobs.db import session_scope
 from search_backend.jobs.models import Item, Job, utcnow
 from search_backend.jobs.submit import vector_id
+from search_backend.stores.base import PartialWriteError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -42,7 +43,16 @@ def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` means 'try again later' rather than 'this input is bad'."""
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    if isinstance(exc, TransientError | sqlite3.OperationalError | OperationalError | ConnectionError):
+    from search_backend.stores.base import StoreUnavailableError
+
+    transient = (
+        TransientError,
+        StoreUnavailableError,
+        sqlite3.OperationalError,
+        OperationalError,
+        ConnectionError,
+    )
+    if isinstance(exc, transient):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
@@ -163,7 +173,12 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
         unique = dict(zip(ids, range(len(ids)), strict=True))
         keep = sorted(unique.values())
         matrix = np.concatenate(vectors)[keep]
-        store.upsert(collection, [ids[i] for i in keep], matrix, [metadata[i] for i in keep])
+        try:
+            store.upsert(collection, [ids[i] for i in keep], matrix, [metadata[i] for i in keep])
+        except PartialWriteError as e:  # the store refused some documents: those items fail
+            for w, vid in zip(good_images + good_captions, ids, strict=True):
+                if vid in e.failed:
+                    w.error = f"store rejected the vector: {e.failed[vid]}"
 
     done = [w for w in work if w.error is None]
     failed = [w for w in work if w.error is not None]

@@ -14,7 +14,9 @@ __all__ = [
     "CollectionInfo",
     "DimensionError",
     "Match",
+    "PartialWriteError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownCollectionError",
     "VectorStore",
     "check_collection_name",
@@ -36,6 +38,21 @@ class UnknownCollectionError(StoreError):
 
 class DimensionError(StoreError):
     """Vectors whose dimension differs from the collection's."""
+
+
+class StoreUnavailableError(RuntimeError):
+    """The store did not answer or is overloaded; the same call may succeed later (retry it)."""
+
+
+class PartialWriteError(StoreError):
+    """An upsert wrote some documents and the store rejected others; ``failed`` maps id -> reason."""
+
+    def __init__(self, name: str, failed: Mapping[str, str], written: int = 0) -> None:
+        shown = "; ".join(f"{i}: {r}" for i, r in list(failed.items())[:5])
+        more = f" (and {len(failed) - 5} more)" if len(failed) > 5 else ""
+        super().__init__(f"collection {name!r}: {len(failed)} document(s) rejected: {shown}{more}")
+        self.failed = dict(failed)
+        self.written = written
 
 
 @dataclass(frozen=True)

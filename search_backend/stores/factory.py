@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 __all__ = ["STORES", "open_store"]
 
-STORES = ("faiss",)
+STORES = ("faiss", "opensearch")
 
 
 def open_store(settings: Settings) -> VectorStore:
@@ -21,4 +21,8 @@ def open_store(settings: Settings) -> VectorStore:
         from search_backend.stores.faiss_store import FaissStore
 
         return FaissStore(settings.faiss_dir, lock_timeout=settings.store_lock_timeout)
+    if settings.store == "opensearch":
+        from search_backend.stores.opensearch_store import OpenSearchStore
+
+        return OpenSearchStore.from_settings(settings)
     raise StoreError(f"unknown store {settings.store!r} (XMR_STORE): expected one of {', '.join(STORES)}")

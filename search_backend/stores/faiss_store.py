@@ -92,6 +92,7 @@ class _Collection:
         self.hnsw: Any = None
         self.hnsw_rows = 0  # positions covered by self.hnsw
         self.snapshot_rows = 0  # positions covered by the snapshot on disk
+        self.masks: dict[str, np.ndarray] = {}  # filter -> positions that match it (until next sync)
 
     def sync(self, conn: sqlite3.Connection) -> None:
         (changes,) = conn.execute("SELECT value FROM meta WHERE key='changes'").fetchone()
@@ -112,6 +113,7 @@ class _Collection:
             [r[0] for r in conn.execute("SELECT label FROM items WHERE live = 1")], dtype=np.int64
         )
         self.alive = np.isin(self.labels, live)
+        self.masks.clear()
         self.version = stamp
 
 
@@ -263,7 +265,13 @@ class FaissStore:
     def _mask(col: _Collection, filter: Mapping[str, Any] | None) -> np.ndarray:
         if not filter:
             return col.alive
-        keep = np.array([matches_filter(m, filter) for m in col.meta], dtype=bool)
+        key = json.dumps(filter, sort_keys=True, default=repr)
+        keep = col.masks.get(key)
+        if keep is None:  # one pass over the metadata per filter and store version, then cached
+            keep = np.array([matches_filter(m, filter) for m in col.meta], dtype=bool)
+            if len(col.masks) >= 64:
+                col.masks.clear()
+            col.masks[key] = keep
         return col.alive & keep if len(keep) else col.alive
 
     def knn(
