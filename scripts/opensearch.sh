@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # A local single-node OpenSearch (with the k-NN plugin) for tests and development, on 127.0.0.1 only.
 #
-#   bash scripts/opensearch.sh install|start|stop|status|url|reset
+#   bash scripts/opensearch.sh install|start|stop|status|url|reset|plugin
 #
 # start installs first if needed; status exits 0 only if the node runs and the cluster is yellow or
 # green; url prints http://127.0.0.1:<port>; reset stops the node and deletes its data (all indices).
+# plugin builds our OpenSearch plugin opensearch-plugin/ (xmodal-rerank: the `xmodal_rerank` search
+# response processor) with mvn if its zip is missing or older than its sources, (re)installs it into
+# the distribution (installing that first if needed) and restarts the node if it was running; it does
+# nothing when the installed plugin was built from the same zip (XMR_OPENSEARCH_PLUGIN_FORCE=1:
+# reinstall anyway). install and start never install the plugin.
 #
 #   XMR_OPENSEARCH_PORT            HTTP port (default 19200)
 #   XMR_OPENSEARCH_TRANSPORT_PORT  transport port (default 19300)
@@ -55,6 +60,10 @@ PORT_FILE="$BASE_DIR/opensearch.port"
 STARTUP_LOG="$LOG_DIR/startup.log"
 CLUSTER_NAME="xmr-local"
 INSTALLED_MARKER="$HOME_DIR/.xmr-installed"
+PLUGIN_SRC_DIR="$REPO/opensearch-plugin"
+PLUGIN_NAME="xmodal-rerank"
+PLUGIN_ZIP_DIR="$BASE_DIR/plugin-zips"
+PLUGIN_MARKER="$BASE_DIR/$PLUGIN_NAME.installed-sha256"
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
 # Modules rebuilt from jars: name|groupId:artifactId of the jar|plugin class|extended plugins.
@@ -524,6 +533,88 @@ cmd_url() {
     echo "http://127.0.0.1:$PORT"
 }
 
+# The newest plugin zip that mvn built in opensearch-plugin/target, if any.
+plugin_zip() {
+    local zip
+    # shellcheck disable=SC2012  # names are ours: xmodal-rerank-<version>.zip
+    zip="$(ls -t "$PLUGIN_SRC_DIR/target/$PLUGIN_NAME"-*.zip 2>/dev/null | head -n 1)" || true
+    [[ -n "$zip" && -f "$zip" ]] && echo "$zip"
+}
+
+plugin_installed() { [[ -f "$HOME_DIR/plugins/$PLUGIN_NAME/plugin-descriptor.properties" ]]; }
+
+# Builds (if needed) and (re)installs opensearch-plugin/ into the distribution.
+cmd_plugin() {
+    [[ -f "$PLUGIN_SRC_DIR/pom.xml" ]] || die "no $PLUGIN_SRC_DIR/pom.xml"
+    local zip stale=""
+    zip="$(plugin_zip)" || true
+    if [[ -z "$zip" ]]; then
+        stale="no zip built yet"
+    elif [[ -n "$(find "$PLUGIN_SRC_DIR/pom.xml" "$PLUGIN_SRC_DIR/src" -newer "$zip" -print -quit 2>/dev/null)" ]]; then
+        stale="sources changed since $(basename "$zip")"
+    fi
+    if [[ -n "$stale" ]]; then
+        command -v mvn >/dev/null 2>&1 || die "mvn not found (needed to build $PLUGIN_SRC_DIR)"
+        log "building $PLUGIN_NAME with mvn ($stale)"
+        local build_log="$PLUGIN_SRC_DIR/target/mvn-package.log"
+        mkdir -p "$PLUGIN_SRC_DIR/target"
+        if ! mvn -B -q -ntp -f "$PLUGIN_SRC_DIR/pom.xml" package >"$build_log" 2>&1; then
+            tail -n 40 "$build_log" >&2 || true
+            die "mvn package failed (log: $build_log)"
+        fi
+        zip="$(plugin_zip)" || die "mvn package produced no $PLUGIN_SRC_DIR/target/$PLUGIN_NAME-*.zip"
+    fi
+    unzip -tq "$zip" >/dev/null || die "$zip is not a valid zip file"
+    local sha
+    sha="$(sha256sum "$zip" | cut -d' ' -f1)"
+    is_installed || cmd_install
+    if [[ "${XMR_OPENSEARCH_PLUGIN_FORCE:-0}" != 1 ]] && plugin_installed &&
+        [[ "$(cat "$PLUGIN_MARKER" 2>/dev/null)" == "$sha" ]]; then
+        log "$PLUGIN_NAME from $(basename "$zip") is already installed"
+        return 0
+    fi
+    local java_home was_running="" pid
+    java_home="$(find_java_home)"
+    ensure_os_user
+    ensure_traversable
+    # A copy the node's user can read (the checkout may not be readable by it).
+    mkdir -p "$PLUGIN_ZIP_DIR"
+    local installed_zip="$PLUGIN_ZIP_DIR/$PLUGIN_NAME.zip"
+    cp "$zip" "$installed_zip"
+    chmod 755 "$PLUGIN_ZIP_DIR"
+    chmod 644 "$installed_zip"
+    if pid="$(node_pid)"; then
+        was_running=1
+        log "stopping the node (pid $pid) to install $PLUGIN_NAME"
+        cmd_stop
+    fi
+    local cli="$HOME_DIR/bin/opensearch-plugin" cli_log="$PLUGIN_ZIP_DIR/plugin-install.log"
+    : >"$cli_log"
+    is_root && chown "$OS_USER:" "$cli_log"
+    if plugin_installed || as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" list 2>/dev/null | grep -qx "$PLUGIN_NAME"; then
+        log "removing the installed $PLUGIN_NAME"
+        as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" remove "$PLUGIN_NAME" >>"$cli_log" 2>&1 || {
+            tail -n 20 "$cli_log" >&2 || true
+            [[ -n "$was_running" ]] && cmd_start
+            die "opensearch-plugin remove $PLUGIN_NAME failed (log: $cli_log)"
+        }
+    fi
+    rm -f "$PLUGIN_MARKER"
+    log "installing $PLUGIN_NAME from $(basename "$zip")"
+    if ! as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" install --batch "file://$installed_zip" >>"$cli_log" 2>&1; then
+        tail -n 30 "$cli_log" >&2 || true
+        [[ -n "$was_running" ]] && cmd_start
+        die "opensearch-plugin install failed (log: $cli_log); the node runs without $PLUGIN_NAME"
+    fi
+    echo "$sha" >"$PLUGIN_MARKER"
+    log "installed $PLUGIN_NAME into $HOME_DIR/plugins/$PLUGIN_NAME"
+    if [[ -n "$was_running" ]]; then
+        cmd_start
+    else
+        log "the node is not running; start it with: bash $0 start"
+    fi
+}
+
 case "${1:-}" in
     install) cmd_install ;;
     start) cmd_start ;;
@@ -531,8 +622,9 @@ case "${1:-}" in
     status) cmd_status ;;
     url) cmd_url ;;
     reset) cmd_reset ;;
+    plugin) cmd_plugin ;;
     *)
-        echo "usage: $0 install|start|stop|status|url|reset" >&2
+        echo "usage: $0 install|start|stop|status|url|reset|plugin" >&2
         exit 2
         ;;
 esac

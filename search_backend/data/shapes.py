@@ -35,6 +35,7 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesItem",
+    "contrast_caption",
     "generate_scenes",
     "make_shapes",
     "render_scene",
@@ -331,6 +332,33 @@ def scene_captions(scene: Scene, n: int, rng: np.random.Generator) -> list[str]:
         if caption not in captions:
             captions.append(caption)
     return captions
+
+
+def contrast_caption(scene: Scene, rng: np.random.Generator) -> str | None:
+    """A caption of a *different* scene built from the same words: a hard text negative.
+
+    Either the two objects of a relation trade places (``A left of B`` -> ``B left of A``) or two
+    objects trade colours. Word order / binding is the only difference, so a model must read
+    structure to tell it from a true caption (NegCLIP-style). ``None`` if every swap gives back an
+    equivalent scene.
+    """
+    from dataclasses import replace
+
+    options: list[Scene] = []
+    for i, _rel, j in scene.relations:
+        objs = list(scene.objects)
+        a, b = objs[i], objs[j]
+        objs[i] = replace(a, shape=b.shape, colour=b.colour, size=b.size)
+        objs[j] = replace(b, shape=a.shape, colour=a.colour, size=a.size)
+        options.append(replace(scene, objects=tuple(objs)))
+        objs = list(scene.objects)
+        objs[i], objs[j] = replace(a, colour=b.colour), replace(b, colour=a.colour)
+        options.append(replace(scene, objects=tuple(objs)))
+    options = [o for o in options if o.key() != scene.key()]
+    if not options:
+        return None
+    chosen = options[int(rng.integers(len(options)))]
+    return scene_captions(chosen, 1, rng)[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -53,6 +53,9 @@ class TrainConfig:
     margin: float = 0.1
     ce_weight: float = 1.0
     hard_rate: float = 0.5
+    text_hard_rate: float = 0.0
+    """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
+    positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
     pool_size: int = 8000
     seed: int = 0
     checkpoint_every: int = 100
@@ -83,6 +86,7 @@ class TrainingPool:
         self.pixels = np.stack([np.asarray(it.image, dtype=np.uint8) for it in items])
         self.captions = [it.captions for it in items]
         self.groups = np.array([it.group for it in items], dtype=np.int64)
+        self.scenes = [it.scene for it in items]
         order: dict[int, list[int]] = {}
         for i, g in enumerate(self.groups.tolist()):
             order.setdefault(g, []).append(i)
@@ -235,6 +239,12 @@ def train_single(
             swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
             rows = np.arange(len(idx))
             neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
+            if cfg.text_hard_rate > 0:
+                from search_backend.data.shapes import contrast_caption
+
+                for i in rows:
+                    if not swap_image[i] and rng.random() < cfg.text_hard_rate:
+                        neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
             neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
             ctok = model.tokenize(captions + neg_captions)
             logits = net.cross_logits(

@@ -89,3 +89,22 @@ def test_write_shapes_gives_a_valid_manifest(tmp_path: Path) -> None:
 def test_unknown_split_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown split"):
         generate_scenes("dev", 3, 0)
+
+
+def test_contrast_caption_describes_another_scene_with_the_same_words() -> None:
+    import numpy as np
+
+    from search_backend.data.shapes import contrast_caption, make_shapes
+
+    rng = np.random.default_rng(0)
+    seen = 0
+    for item in make_shapes("train", 30, 0, image_size=16):
+        caption = contrast_caption(item.scene, rng)
+        if caption is None:
+            continue
+        seen += 1
+        assert caption not in item.captions
+        colours = {o.colour for o in item.scene.objects}
+        shapes = {o.shape for o in item.scene.objects}
+        assert {w for w in caption.split() if w in colours | shapes} <= colours | shapes
+    assert seen >= 25

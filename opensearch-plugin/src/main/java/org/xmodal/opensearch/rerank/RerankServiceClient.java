@@ -16,8 +16,12 @@ import java.security.PrivilegedExceptionAction;
 import java.time.Duration;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ThreadFactory;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.concurrent.atomic.AtomicInteger;
 
 /**
  * POSTs JSON to the rerank service with java.net.http.HttpClient. One client (its connection pool
@@ -41,11 +45,15 @@ final class RerankServiceClient {
                 c = client;
                 if (c == null) {
                     // Building the client starts its selector thread: do it with the plugin's permissions.
+                    // Own executor: the default one makes InnocuousThreads in another thread group,
+                    // which OpenSearch's SecureSM only lets code with "modifyArbitraryThread" touch.
+                    ExecutorService executor = Executors.newCachedThreadPool(new DaemonThreadFactory());
                     c = AccessController.doPrivileged(
                         (PrivilegedAction<HttpClient>) () -> HttpClient.newBuilder()
                             .version(HttpClient.Version.HTTP_1_1)
                             .proxy(HttpClient.Builder.NO_PROXY)
                             .followRedirects(HttpClient.Redirect.NEVER)
+                            .executor(executor)
                             .build()
                     );
                     client = c;
@@ -139,6 +147,21 @@ final class RerankServiceClient {
         }
         String text = new String(bytes, 0, Math.min(bytes.length, 200), StandardCharsets.UTF_8).replaceAll("\\s+", " ").trim();
         return text.isEmpty() ? "" : ": " + text;
+    }
+
+    /** Daemon threads in the thread group of the thread that made the factory (OpenSearch's own). */
+    private static final class DaemonThreadFactory implements ThreadFactory {
+        private final ThreadGroup group = Thread.currentThread().getThreadGroup();
+        private final AtomicInteger next = new AtomicInteger(1);
+
+        @Override
+        public Thread newThread(Runnable runnable) {
+            return AccessController.doPrivileged((PrivilegedAction<Thread>) () -> {
+                Thread thread = new Thread(group, runnable, "xmodal-rerank-http-" + next.getAndIncrement());
+                thread.setDaemon(true);
+                return thread;
+            });
+        }
     }
 
     /** A failed call to the service; the message is the reason reported in the response ext. */
