@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from search_backend.config import get_settings
@@ -16,9 +16,9 @@ from search_backend.jobs.db import make_engine
 from search_backend.jobs.queries import JobSummary, get_job
 from search_backend.stores.factory import open_store
 
-__all__ = ["REPO", "XMR", "Cluster"]
+__all__ = ["REPO", "XMR", "Cluster", "started_cluster"]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 XMR = str(Path(sys.executable).parent / "xmr")
 
 
@@ -92,3 +92,28 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=20)
+
+
+def started_cluster(
+    tmp_path: Path, model_dir: Path, redis_url: str, database_url: str, **extra: str
+) -> Iterator[Cluster]:
+    """A migrated job database with collection ``c``; worker processes are stopped afterwards."""
+    from search_backend.jobs.db import upgrade
+
+    env = {
+        **os.environ,
+        "XMR_HOME": str(tmp_path / "home"),
+        "XMR_MODEL": str(model_dir),
+        "XMR_BROKER_URL": redis_url,
+        "XMR_DATABASE_URL": database_url,
+        "XMR_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        **extra,
+    }
+    c = Cluster(env, tmp_path)
+    upgrade(c.settings)
+    c.xmr("collections", "create", "c")
+    try:
+        yield c
+    finally:
+        c.close()

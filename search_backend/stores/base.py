@@ -20,6 +20,7 @@ __all__ = [
     "UnknownCollectionError",
     "VectorStore",
     "check_collection_name",
+    "check_upsert",
     "matches_filter",
 ]
 
@@ -77,6 +78,24 @@ def check_collection_name(name: str) -> str:
             "starting with a letter or digit"
         )
     return name
+
+
+def check_upsert(
+    name: str, ids: Sequence[str], vectors: Any, metadata: Sequence[Mapping[str, Any]] | None
+) -> np.ndarray:
+    """The checks every store makes before a write; returns the vectors as float32 (N, D)."""
+    import numpy as np
+
+    vecs = np.asarray(vectors, dtype=np.float32)
+    if vecs.ndim != 2 or vecs.shape[0] != len(ids):
+        raise StoreError(f"collection {name!r}: need one vector per id (got {vecs.shape} for {len(ids)} ids)")
+    if metadata is not None and len(metadata) != len(ids):
+        raise StoreError(f"collection {name!r}: need one metadata entry per id")
+    if len(set(ids)) != len(ids):
+        raise StoreError(f"collection {name!r}: duplicate ids in one upsert")
+    if not np.isfinite(vecs).all():
+        raise StoreError(f"collection {name!r}: vectors contain NaN or infinity")
+    return vecs
 
 
 def matches_filter(metadata: Mapping[str, Any], filter: Mapping[str, Any] | None) -> bool:

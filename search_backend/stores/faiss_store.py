@@ -35,6 +35,7 @@ from search_backend.stores.base import (
     StoreError,
     UnknownCollectionError,
     check_collection_name,
+    check_upsert,
     matches_filter,
 )
 
@@ -206,17 +207,7 @@ class FaissStore:
         vectors: np.ndarray,
         metadata: Sequence[Mapping[str, Any]] | None = None,
     ) -> int:
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[0] != len(ids):
-            raise StoreError(
-                f"collection {name!r}: need one vector per id (got {vecs.shape} for {len(ids)} ids)"
-            )
-        if metadata is not None and len(metadata) != len(ids):
-            raise StoreError(f"collection {name!r}: need one metadata entry per id")
-        if len(set(ids)) != len(ids):
-            raise StoreError(f"collection {name!r}: duplicate ids in one upsert")
-        if not np.isfinite(vecs).all():
-            raise StoreError(f"collection {name!r}: vectors contain NaN or infinity")
+        vecs = check_upsert(name, ids, vectors, metadata)
         with closing(self._conn(name)) as conn:
             dim = _read_dim(conn)
             if vecs.shape[1] != dim:

@@ -24,6 +24,7 @@ from search_backend.stores.base import (
     StoreUnavailableError,
     UnknownCollectionError,
     check_collection_name,
+    check_upsert,
 )
 
 if TYPE_CHECKING:
@@ -240,17 +241,7 @@ class OpenSearchStore:
         """Bulk index; documents OpenSearch rejects raise :class:`PartialWriteError` naming each one."""
         from opensearchpy import helpers
 
-        vecs = np.asarray(vectors, dtype=np.float32)
-        if vecs.ndim != 2 or vecs.shape[0] != len(ids):
-            raise StoreError(
-                f"collection {name!r}: need one vector per id (got {vecs.shape} for {len(ids)} ids)"
-            )
-        if metadata is not None and len(metadata) != len(ids):
-            raise StoreError(f"collection {name!r}: need one metadata entry per id")
-        if len(set(ids)) != len(ids):
-            raise StoreError(f"collection {name!r}: duplicate ids in one upsert")
-        if not np.isfinite(vecs).all():
-            raise StoreError(f"collection {name!r}: vectors contain NaN or infinity")
+        vecs = check_upsert(name, ids, vectors, metadata)
         dim = self._dim(name)
         if vecs.shape[1] != dim:
             raise DimensionError(

@@ -7,7 +7,6 @@ a temporary XMR_HOME, and a tiny saved model, and drives everything through the 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from search_backend.jobs.db import make_engine, upgrade
+from search_backend.jobs.db import make_engine
 from search_backend.jobs.queries import ItemRow, JobSummary, job_items
-from tests._cluster import REPO, Cluster
+from tests._cluster import REPO, Cluster, started_cluster
 from tests._indexing import BAD_IMAGES, write_mixed_manifest
 
 
@@ -25,26 +24,16 @@ from tests._indexing import BAD_IMAGES, write_mixed_manifest
 def cluster(
     clean_redis_url: str, clean_postgres_url: str, tiny_model_dir: Path, tmp_path: Path
 ) -> Iterator[Cluster]:
-    env = {
-        **os.environ,
-        "XMR_HOME": str(tmp_path / "home"),
-        "XMR_MODEL": str(tiny_model_dir),
-        "XMR_BROKER_URL": clean_redis_url,
-        "XMR_DATABASE_URL": clean_postgres_url,
-        "XMR_THREADS": "1",
-        "XMR_INDEX_BATCH_SIZE": "2",
-        "XMR_VISIBILITY_TIMEOUT": "3",
-        "XMR_RETRY_BACKOFF_MAX": "2",
-        "XMR_TASK_MAX_RETRIES": "30",
-        "HF_HUB_OFFLINE": "1",
-    }
-    c = Cluster(env, tmp_path)
-    upgrade(c.settings)
-    c.xmr("collections", "create", "c")
-    try:
-        yield c
-    finally:
-        c.close()
+    yield from started_cluster(
+        tmp_path,
+        tiny_model_dir,
+        clean_redis_url,
+        clean_postgres_url,
+        XMR_INDEX_BATCH_SIZE="2",
+        XMR_VISIBILITY_TIMEOUT="3",
+        XMR_RETRY_BACKOFF_MAX="2",
+        XMR_TASK_MAX_RETRIES="30",
+    )
 
 
 def _finished(job: JobSummary) -> bool:

@@ -24,12 +24,12 @@ from search_backend.data.manifest import read_manifest
 from search_backend.data.shapes import write_shapes
 from search_backend.evaluation.metrics import recall_at
 from search_backend.jobs.collections import create_collection
-from search_backend.jobs.db import make_engine, ready_engine, upgrade
+from search_backend.jobs.db import make_engine, ready_engine
 from search_backend.jobs.embedded import run_job_inline
 from search_backend.jobs.submit import submit_job
 from search_backend.rerank.search import search
 from search_backend.stores.factory import open_store
-from tests._cluster import Cluster
+from tests._cluster import Cluster, started_cluster
 
 N_IMAGES = 30
 
@@ -43,26 +43,16 @@ def os_cluster(
     tiny_model_dir: Path,
     tmp_path: Path,
 ) -> Iterator[Cluster]:
-    env = {
-        **os.environ,
-        "XMR_HOME": str(tmp_path / "home"),
-        "XMR_MODEL": str(tiny_model_dir),
-        "XMR_BROKER_URL": clean_redis_url,
-        "XMR_DATABASE_URL": clean_postgres_url,
-        "XMR_STORE": "opensearch",
-        "XMR_OPENSEARCH_URL": opensearch_url,
-        "XMR_OPENSEARCH_INDEX_PREFIX": opensearch_prefix,
-        "XMR_THREADS": "1",
-        "XMR_INDEX_BATCH_SIZE": "16",
-        "HF_HUB_OFFLINE": "1",
-    }
-    c = Cluster(env, tmp_path)
-    upgrade(c.settings)
-    c.xmr("collections", "create", "c")
-    try:
-        yield c
-    finally:
-        c.close()
+    yield from started_cluster(
+        tmp_path,
+        tiny_model_dir,
+        clean_redis_url,
+        clean_postgres_url,
+        XMR_STORE="opensearch",
+        XMR_OPENSEARCH_URL=opensearch_url,
+        XMR_OPENSEARCH_INDEX_PREFIX=opensearch_prefix,
+        XMR_INDEX_BATCH_SIZE="16",
+    )
 
 
 def _queries(manifest: Path) -> tuple[list[dict[str, Any]], list[str]]:
