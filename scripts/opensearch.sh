@@ -74,46 +74,9 @@ MODULES=(
     "reindex|org.opensearch.plugin:reindex-client|org.opensearch.index.reindex.ReindexPlugin|"
 )
 
-log() { printf 'opensearch: %s\n' "$*" >&2; }
-die() {
-    log "$*"
-    exit 1
-}
-
-is_root() { [[ $(id -u) -eq 0 ]]; }
-
-# Runs a command as the user that owns the node (cwd / so that an unreadable cwd does not matter).
-as_os() {
-    if is_root; then
-        (cd / && runuser -u "$OS_USER" -- "$@")
-    else
-        "$@"
-    fi
-}
-
-ensure_os_user() {
-    is_root || return 0
-    id -u "$OS_USER" >/dev/null 2>&1 && return 0
-    log "creating system user $OS_USER to run the node (OpenSearch refuses to run as root)"
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin "$OS_USER"
-}
-
-# As root: every ancestor of $BASE_DIR is traversable by $OS_USER.
-ensure_traversable() {
-    is_root || return 0
-    local dir="" part
-    local -a parts
-    IFS=/ read -r -a parts <<<"$(readlink -f "$BASE_DIR")"
-    for part in "${parts[@]}"; do
-        [[ -n "$part" ]] || continue
-        dir="$dir/$part"
-        if ! runuser -u "$OS_USER" -- test -x "$dir"; then
-            log "making $dir traversable (o+x) so that $OS_USER can reach $BASE_DIR"
-            chmod o+x "$dir"
-        fi
-    done
-}
+SERVICE=opensearch
+# shellcheck source=scripts/_lib.sh
+source "$REPO/scripts/_lib.sh"
 
 # Major version of the JDK in $1 (e.g. 17), or nothing.
 java_major() {
@@ -307,9 +270,9 @@ cmd_install() {
     command -v unzip >/dev/null 2>&1 || die "unzip not found (apt-get install unzip)"
     local java_home
     java_home="$(find_java_home)"
-    ensure_os_user
+    ensure_os_user "OpenSearch refuses to run as root"
     mkdir -p "$BASE_DIR" "$DIST_DIR"
-    ensure_traversable
+    ensure_traversable "$BASE_DIR" "$BASE_DIR"
     download_artifacts
 
     local staging="$DIST_DIR/.staging-$VERSION" entry
@@ -326,25 +289,18 @@ cmd_install() {
         chmod 644 "$DOWNLOAD_DIR/opensearch-knn-$KNN_VERSION.zip"
     fi
     log "installing opensearch-knn $KNN_VERSION (Java $(java_major "$java_home") from $java_home)"
-    if ! as_os env OPENSEARCH_JAVA_HOME="$java_home" "$staging/opensearch-$VERSION/bin/opensearch-plugin" \
+    if ! as_user env OPENSEARCH_JAVA_HOME="$java_home" "$staging/opensearch-$VERSION/bin/opensearch-plugin" \
         install --batch "file://$DOWNLOAD_DIR/opensearch-knn-$KNN_VERSION.zip" >"$staging/plugin-install.log" 2>&1; then
         tail -n 30 "$staging/plugin-install.log" >&2 || true
         die "opensearch-plugin install failed"
     fi
-    as_os mv "$staging/opensearch-$VERSION" "$HOME_DIR"
-    as_os touch "$INSTALLED_MARKER"
+    as_user mv "$staging/opensearch-$VERSION" "$HOME_DIR"
+    as_user touch "$INSTALLED_MARKER"
     rm -rf "$staging"
     log "installed OpenSearch $VERSION with opensearch-knn $KNN_VERSION in $HOME_DIR"
 }
 
 # True if the process exists and is not a zombie (PID 1 here may reap killed processes late).
-pid_alive() {
-    local state
-    [[ -n "$1" ]] || return 1
-    state="$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null)" || return 1
-    [[ -n "$state" && "$state" != "Z" && "$state" != "X" ]]
-}
-
 # Prints the pid of this installation's running node, if any.
 node_pid() {
     local pid home
@@ -421,9 +377,9 @@ write_config() {
     fi
     # bin/opensearch runs in $HOME_DIR: point the relative paths of jvm.options (GC log, fatal error
     # logs, heap dumps) at logs/ and data/ (idempotent: the replacements are absolute paths).
-    as_os sed -i -E -e "s#(file=|ErrorFile=)logs/#\\1$LOG_DIR/#" -e "s#HeapDumpPath=data\$#HeapDumpPath=$DATA_DIR#" \
+    as_user sed -i -E -e "s#(file=|ErrorFile=)logs/#\\1$LOG_DIR/#" -e "s#HeapDumpPath=data\$#HeapDumpPath=$DATA_DIR#" \
         "$HOME_DIR/config/jvm.options"
-    as_os tee "$HOME_DIR/config/opensearch.yml" >/dev/null <<EOF
+    as_user tee "$HOME_DIR/config/opensearch.yml" >/dev/null <<EOF
 # Written by scripts/opensearch.sh at every start; edits are lost.
 cluster.name: $CLUSTER_NAME
 node.name: xmr-node-1
@@ -460,8 +416,8 @@ cmd_start() {
     fi
     local java_home
     java_home="$(find_java_home)"
-    ensure_os_user
-    ensure_traversable
+    ensure_os_user "OpenSearch refuses to run as root"
+    ensure_traversable "$BASE_DIR" "$BASE_DIR"
     mkdir -p "$DATA_DIR" "$LOG_DIR" "$TMP_DIR"
     if is_root; then
         chown "$OS_USER:" "$BASE_DIR"
@@ -474,10 +430,10 @@ cmd_start() {
     fi
     write_config
     echo "$PORT" >"$PORT_FILE"
-    printf '\n=== %s start (heap %s, port %s)\n' "$(date -Is)" "$HEAP" "$PORT" | as_os tee -a "$STARTUP_LOG" >/dev/null
+    printf '\n=== %s start (heap %s, port %s)\n' "$(date -Is)" "$HEAP" "$PORT" | as_user tee -a "$STARTUP_LOG" >/dev/null
     # -XX:-AlwaysPreTouch: do not touch the whole heap at start (faster start, smaller RSS).
     # setsid: the node leaves the caller's session and process group.
-    as_os env OPENSEARCH_JAVA_HOME="$java_home" OPENSEARCH_PATH_CONF="$HOME_DIR/config" \
+    as_user env OPENSEARCH_JAVA_HOME="$java_home" OPENSEARCH_PATH_CONF="$HOME_DIR/config" \
         OPENSEARCH_TMPDIR="$TMP_DIR" OPENSEARCH_JAVA_OPTS="-Xms$HEAP -Xmx$HEAP -XX:-AlwaysPreTouch" \
         setsid "$HOME_DIR/bin/opensearch" -d -p "$PID_FILE" >>"$STARTUP_LOG" 2>&1 </dev/null ||
         { print_log_tail; die "bin/opensearch -d failed"; }
@@ -575,8 +531,8 @@ cmd_plugin() {
     fi
     local java_home was_running="" pid
     java_home="$(find_java_home)"
-    ensure_os_user
-    ensure_traversable
+    ensure_os_user "OpenSearch refuses to run as root"
+    ensure_traversable "$BASE_DIR" "$BASE_DIR"
     # A copy the node's user can read (the checkout may not be readable by it).
     mkdir -p "$PLUGIN_ZIP_DIR"
     local installed_zip="$PLUGIN_ZIP_DIR/$PLUGIN_NAME.zip"
@@ -591,9 +547,9 @@ cmd_plugin() {
     local cli="$HOME_DIR/bin/opensearch-plugin" cli_log="$PLUGIN_ZIP_DIR/plugin-install.log"
     : >"$cli_log"
     is_root && chown "$OS_USER:" "$cli_log"
-    if plugin_installed || as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" list 2>/dev/null | grep -qx "$PLUGIN_NAME"; then
+    if plugin_installed || as_user env OPENSEARCH_JAVA_HOME="$java_home" "$cli" list 2>/dev/null | grep -qx "$PLUGIN_NAME"; then
         log "removing the installed $PLUGIN_NAME"
-        as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" remove "$PLUGIN_NAME" >>"$cli_log" 2>&1 || {
+        as_user env OPENSEARCH_JAVA_HOME="$java_home" "$cli" remove "$PLUGIN_NAME" >>"$cli_log" 2>&1 || {
             tail -n 20 "$cli_log" >&2 || true
             [[ -n "$was_running" ]] && cmd_start
             die "opensearch-plugin remove $PLUGIN_NAME failed (log: $cli_log)"
@@ -601,7 +557,7 @@ cmd_plugin() {
     fi
     rm -f "$PLUGIN_MARKER"
     log "installing $PLUGIN_NAME from $(basename "$zip")"
-    if ! as_os env OPENSEARCH_JAVA_HOME="$java_home" "$cli" install --batch "file://$installed_zip" >>"$cli_log" 2>&1; then
+    if ! as_user env OPENSEARCH_JAVA_HOME="$java_home" "$cli" install --batch "file://$installed_zip" >>"$cli_log" 2>&1; then
         tail -n 30 "$cli_log" >&2 || true
         [[ -n "$was_running" ]] && cmd_start
         die "opensearch-plugin install failed (log: $cli_log); the node runs without $PLUGIN_NAME"

@@ -26,23 +26,9 @@ DB_USER="xmr"
 DB_NAME="xmr"
 START_TIMEOUT_S=30
 
-log() { printf 'postgres: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-is_root() { [[ $(id -u) -eq 0 ]]; }
-
-as_root() {
-    if is_root; then "$@"; else sudo "$@"; fi
-}
-
-# Runs a command as the user that owns the cluster (cwd / so that an unreadable cwd does not matter).
-as_pg() {
-    if is_root; then
-        (cd / && runuser -u "$OS_USER" -- "$@")
-    else
-        "$@"
-    fi
-}
+SERVICE=postgres
+# shellcheck source=scripts/_lib.sh
+source "$REPO/scripts/_lib.sh"
 
 # Folder holding initdb: PATH first, then the newest /usr/lib/postgresql/*/bin.
 find_bin_dir() {
@@ -81,35 +67,16 @@ cmd_install() {
     log "installed $("$(pg_tool postgres)" --version)"
 }
 
-ensure_os_user() {
-    is_root || return 0
-    id -u "$OS_USER" >/dev/null 2>&1 && return 0
-    log "creating system user $OS_USER to run the server (PostgreSQL refuses to run as root)"
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin "$OS_USER"
-}
-
 # As root: the cluster folders belong to $OS_USER and every ancestor is traversable by it.
 prepare_dirs() {
     mkdir -p "$BASE_DIR"
     if is_root; then
-        # Check the ancestors from / down, so that each test sees traversable parents.
-        local dir="" part
-        local -a parts
-        IFS=/ read -r -a parts <<<"$(dirname "$(readlink -f "$BASE_DIR")")"
-        for part in "${parts[@]}"; do
-            [[ -n "$part" ]] || continue
-            dir="$dir/$part"
-            if ! runuser -u "$OS_USER" -- test -x "$dir"; then
-                log "making $dir traversable (o+x) so that $OS_USER can reach $BASE_DIR"
-                chmod o+x "$dir"
-            fi
-        done
+        ensure_traversable "$(dirname "$(readlink -f "$BASE_DIR")")" "$BASE_DIR"
         chown -R "$OS_USER:" "$BASE_DIR"
     fi
     chmod 700 "$BASE_DIR"
-    as_pg mkdir -p "$SOCKET_DIR"
-    as_pg chmod 700 "$SOCKET_DIR"
+    as_user mkdir -p "$SOCKET_DIR"
+    as_user chmod 700 "$SOCKET_DIR"
     # A unix socket path is limited to 107 bytes.
     local socket="$SOCKET_DIR/.s.PGSQL.$PORT"
     ((${#socket} <= 100)) || die "socket path $socket is too long; use a shorter XMR_SERVICES_DIR"
@@ -120,26 +87,26 @@ init_cluster() {
     initdb="$(pg_tool initdb)"
     version="$("$(pg_tool postgres)" --version | sed -E 's/.* ([0-9]+)(\.[0-9]+)*.*/\1/')"
     if [[ -f "$PGDATA_DIR/PG_VERSION" ]]; then
-        if [[ "$(as_pg cat "$PGDATA_DIR/PG_VERSION")" != "$version" ]]; then
-            die "$PGDATA_DIR was made by PostgreSQL $(as_pg cat "$PGDATA_DIR/PG_VERSION"), the binaries are $version;" \
+        if [[ "$(as_user cat "$PGDATA_DIR/PG_VERSION")" != "$version" ]]; then
+            die "$PGDATA_DIR was made by PostgreSQL $(as_user cat "$PGDATA_DIR/PG_VERSION"), the binaries are $version;" \
                 "remove $BASE_DIR to start over"
         fi
         return 0
     fi
     log "initdb (PostgreSQL $version) in $PGDATA_DIR"
-    as_pg rm -rf "$PGDATA_DIR"
-    as_pg "$initdb" --pgdata="$PGDATA_DIR" --username="$DB_USER" --auth=trust \
+    as_user rm -rf "$PGDATA_DIR"
+    as_user "$initdb" --pgdata="$PGDATA_DIR" --username="$DB_USER" --auth=trust \
         --encoding=UTF8 --no-locale --no-instructions >"$BASE_DIR/initdb.log" 2>&1 ||
         { tail -n 20 "$BASE_DIR/initdb.log" >&2; die "initdb failed (log: $BASE_DIR/initdb.log)"; }
     if is_root; then chown "$OS_USER:" "$BASE_DIR/initdb.log"; fi
     # Settings that depend on the environment live in xmr.conf, rewritten at every start.
     printf "\n# xmodal-search local server\ninclude_if_exists = 'xmr.conf'\n" |
-        as_pg tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
+        as_user tee -a "$PGDATA_DIR/postgresql.conf" >/dev/null
 }
 
 write_conf() {
     local socket_dir="${SOCKET_DIR//\'/\'\'}"
-    as_pg tee "$PGDATA_DIR/xmr.conf" >/dev/null <<EOF
+    as_user tee "$PGDATA_DIR/xmr.conf" >/dev/null <<EOF
 # Written by scripts/postgres.sh at every start; edits are lost.
 listen_addresses = '127.0.0.1'
 port = $PORT
@@ -153,14 +120,6 @@ EOF
 }
 
 # True if the process exists and is not a zombie (PID 1 of some containers reaps late).
-pid_alive() {
-    local stat
-    kill -0 "$1" 2>/dev/null || return 1
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat%% *}" != "Z" ]]
-}
-
 # First line of a PostgreSQL lock file (postmaster.pid, .s.PGSQL.<port>.lock): the postmaster's pid.
 lockfile_pid() {
     [[ -f "$1" ]] || return 1
@@ -244,7 +203,7 @@ wait_ready() {
 cmd_start() {
     local pg_ctl
     pg_ctl="$(pg_tool pg_ctl)"
-    ensure_os_user
+    ensure_os_user "PostgreSQL refuses to run as root"
     local pid
     if pid="$(postmaster_pid)"; then
         wait_ready
@@ -263,7 +222,7 @@ cmd_start() {
     # and the first start fails: retry a few times.
     local attempt
     for attempt in 1 2 3 4 5; do
-        if as_pg "$pg_ctl" --pgdata="$PGDATA_DIR" --log="$LOGFILE" --wait \
+        if as_user "$pg_ctl" --pgdata="$PGDATA_DIR" --log="$LOGFILE" --wait \
             --timeout="$START_TIMEOUT_S" start >/dev/null; then
             break
         fi
@@ -285,7 +244,7 @@ cmd_stop() {
         log "not running"
         return 0
     fi
-    as_pg "$(pg_tool pg_ctl)" --pgdata="$PGDATA_DIR" --mode=fast --wait stop >/dev/null
+    as_user "$(pg_tool pg_ctl)" --pgdata="$PGDATA_DIR" --mode=fast --wait stop >/dev/null
     log "stopped"
 }
 

@@ -18,24 +18,12 @@ PIDFILE="$STATE_DIR/redis.pid"
 LOGFILE="$STATE_DIR/redis.log"
 START_TIMEOUT_S=20
 
-log() { printf 'redis: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-as_root() {
-    if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi
-}
+SERVICE=redis
+# shellcheck source=scripts/_lib.sh
+source "$REPO/scripts/_lib.sh"
 
 ping_ok() {
     [[ "$(redis-cli -h 127.0.0.1 -p "$PORT" ping 2>/dev/null)" == "PONG" ]]
-}
-
-# True if the process exists and is not a zombie (PID 1 of some containers reaps late).
-pid_alive() {
-    local stat
-    kill -0 "$1" 2>/dev/null || return 1
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [[ "${stat%% *}" != "Z" ]]
 }
 
 # Prints the pid of the server this script started, if that process is still alive.
