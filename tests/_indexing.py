@@ -7,7 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
-__all__ = ["BAD_IMAGES", "write_mixed_manifest"]
+__all__ = ["BAD_IMAGES", "png_claiming", "write_mixed_manifest"]
 
 BAD_IMAGES = {
     "corrupt.png": "not a recognised image",
@@ -23,7 +23,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _png_claiming(width: int, height: int) -> bytes:
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width x height`` (the pixel data is not really there)."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
@@ -46,7 +47,7 @@ def write_mixed_manifest(folder: Path, n_good: int = 6, seed: int = 0) -> Path:
     (bad / "corrupt.png").write_bytes(bytes(range(256)) * 8)
     (bad / "truncated.png").write_bytes(good_png[: len(good_png) // 2])
     (bad / "notimage.jpg").write_text("this is a text file, not a JPEG\n")
-    (bad / "huge.png").write_bytes(_png_claiming(20_000, 20_000))
+    (bad / "huge.png").write_bytes(png_claiming(20_000, 20_000))
     for name in BAD_IMAGES:
         lines.append(json.dumps({"image": f"bad/{name}", "caption": f"a caption for {name}"}))
     lines.append(json.dumps({"image": first_good, "caption": "   "}))

@@ -3,9 +3,7 @@ from __future__ import annotations
 import io
 import pickle
 import random
-import struct
 import warnings
-import zlib
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from search_backend.data.images import (
     decode_image_bytes,
     load_image,
 )
+from tests._indexing import png_claiming
 
 
 def _pattern(size: tuple[int, int] = (64, 48)) -> Image.Image:
@@ -37,21 +36,6 @@ def _encode(img: Image.Image, fmt: str, **kwargs: object) -> bytes:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width x height`` (the pixel data is not really there)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 # --- happy paths ------------------------------------------------------------------------------
@@ -201,7 +185,7 @@ def test_too_large_with_small_limit(tmp_path: Path) -> None:
 
 def test_too_large_checked_before_decoding(tmp_path: Path) -> None:
     # 100M pixels: above our default limit, inside Pillow's warning band (no warning may leak).
-    path = _write(tmp_path / "big.png", _png_claiming(10_000, 10_000))
+    path = _write(tmp_path / "big.png", png_claiming(10_000, 10_000))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reason = _reason(path)
@@ -210,7 +194,7 @@ def test_too_large_checked_before_decoding(tmp_path: Path) -> None:
 
 def test_decompression_bomb_is_reported_cleanly(tmp_path: Path) -> None:
     # 10^10 pixels: Pillow itself refuses this while opening.
-    path = _write(tmp_path / "bomb.png", _png_claiming(100_000, 100_000))
+    path = _write(tmp_path / "bomb.png", png_claiming(100_000, 100_000))
     assert _reason(path) == f"image too large: 100000x100000 pixels exceeds limit {MAX_IMAGE_PIXELS}"
     # Even when our own limit would allow it, Pillow's guard gives a clear ImageError.
     reason = _reason(path, max_pixels=10**12)
@@ -218,7 +202,7 @@ def test_decompression_bomb_is_reported_cleanly(tmp_path: Path) -> None:
 
 
 def test_zero_size(tmp_path: Path) -> None:
-    path = _write(tmp_path / "zero.png", _png_claiming(0, 10))
+    path = _write(tmp_path / "zero.png", png_claiming(0, 10))
     assert _reason(path) == "zero-size image (0x10)"
 
 
