@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search_backend.data.images import ImageError, decode_image_bytes
+from search_backend.data.images import ImageError, check_image_file, decode_image_bytes
 from search_backend.jobs.db import session_scope
 from search_backend.jobs.models import Item, Job, utcnow
 from search_backend.jobs.submit import vector_id
@@ -81,28 +81,20 @@ class _Work:
     error: str | None = None
 
 
-def _read_image(work: _Work, max_pixels: int | None) -> None:
+def _read_image(work: _Work) -> None:
     """Read and decode ``work``'s image; record the checksum of the bytes actually read."""
-    from search_backend.data.images import MAX_IMAGE_PIXELS
-
     if work.path is None:
         work.error = "no image path"
         return
     try:
+        check_image_file(work.path)  # missing, a directory, not a regular file, empty
         data = Path(work.path).read_bytes()
-    except FileNotFoundError:
-        work.error = "file not found"
-        return
-    except IsADirectoryError:
-        work.error = "is a directory, not an image file"
+        work.image = decode_image_bytes(data, item=work.path)
+    except ImageError as e:
+        work.error = e.reason
         return
     except OSError as e:
         work.error = f"cannot read file: {e.strerror or e}"
-        return
-    try:
-        work.image = decode_image_bytes(data, item=work.path, max_pixels=max_pixels or MAX_IMAGE_PIXELS)
-    except ImageError as e:
-        work.error = e.reason
         return
     work.checksum = hashlib.sha256(data).hexdigest()
 
@@ -137,7 +129,7 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
     images = [w for w in work if w.kind == "image"]
     captions = [w for w in work if w.kind == "caption"]
     for w in images:
-        _read_image(w, None)
+        _read_image(w)
     for w in captions:
         if not (w.caption or "").strip():
             w.error = "empty caption"

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 __all__ = ["cached_model", "load_model", "resolve_model_path"]
 
-_CACHE: dict[tuple[str, float], RetrievalModel] = {}
+_MAX_MODELS = 4
+_CACHE: dict[str, tuple[float, RetrievalModel]] = {}
+"""Resolved model folder -> (mtime of its config when loaded, the model); oldest first."""
 
 
 def resolve_model_path(spec: str | Path, settings: Settings | None = None) -> Path:
@@ -60,11 +62,10 @@ def cached_model(path: str | Path) -> RetrievalModel:
         stamp = (folder / CONFIG_NAME).stat().st_mtime
     except OSError:
         raise ModelLoadError(f"no saved model at {folder} (missing {CONFIG_NAME})") from None
-    key = (str(folder), stamp)
-    model = _CACHE.get(key)
-    if model is None:
-        for old in [k for k in _CACHE if k[0] == key[0]] + list(_CACHE)[: max(0, len(_CACHE) - 3)]:
-            _CACHE.pop(old, None)
-        model = load_model(folder)
-        _CACHE[key] = model
-    return model
+    hit = _CACHE.pop(str(folder), None)
+    if hit is None or hit[0] != stamp:  # not loaded yet, or re-saved since
+        while len(_CACHE) >= _MAX_MODELS:
+            _CACHE.pop(next(iter(_CACHE)))
+        hit = (stamp, load_model(folder))
+    _CACHE[str(folder)] = hit  # (re)inserted last: the most recently used
+    return hit[1]
