@@ -29,13 +29,18 @@ def ensure_default_model(settings: Settings, echo: Callable[[str], None]) -> Pat
     """Train the default joint model into ``settings.default_model_dir`` unless it is cached."""
     from search_backend.model.base import CONFIG_NAME
     from search_backend.training.recipes import default_recipe
-    from search_backend.training.trainer import train
+    from search_backend.training.trainer import config_json, train, trained_with
 
     path = settings.default_model_dir
+    cfg = default_recipe("joint")
     if (path / CONFIG_NAME).is_file():
         echo(f"using cached default model {path}")
+        if trained_with(path) != config_json(cfg):
+            echo(
+                "note: it was trained with another recipe than this version's default; delete the "
+                "folder to retrain it (collections indexed with it then need re-indexing)"
+            )
         return path
-    cfg = default_recipe("joint")
     echo(
         f"training the default joint model once ({cfg.steps} steps on the shapes train split; "
         f"resumable, cached in {path}) ..."

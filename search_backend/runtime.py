@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 
 from search_backend.config import Settings, get_settings
 
-__all__ = ["configure_torch"]
+__all__ = ["PRECISIONS", "autocast", "configure_torch", "resolve_precision"]
+
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def configure_torch(settings: Settings | None = None) -> int:
@@ -18,3 +22,33 @@ def configure_torch(settings: Settings | None = None) -> int:
     threads = (settings or get_settings()).threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     return threads
+
+
+@functools.cache
+def _native_bf16() -> bool:
+    import torch
+
+    probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool((probe and probe()) or (amx and amx()))
+    except RuntimeError:
+        return False
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` where the CPU computes bfloat16 natively, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if _native_bf16() else "fp32"
+    return precision
+
+
+def autocast(precision: str) -> contextlib.AbstractContextManager[object]:
+    """The context the transformer runs in: bfloat16 autocast on the CPU, or nothing for fp32."""
+    import torch
+
+    if resolve_precision(precision) == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

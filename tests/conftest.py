@@ -11,6 +11,9 @@ pytest_plugins = ["tests._services"]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Inference in float32 everywhere (workers started by tests inherit it), so that exactness checks
+# (batch-size invariance, store parity) stay exact; tests/model covers bfloat16 on its own.
+os.environ.setdefault("XMR_PRECISION", "fp32")
 
 
 @pytest.fixture(scope="session")

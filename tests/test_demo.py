@@ -42,3 +42,18 @@ def test_demo_trains_the_default_model_when_none_is_cached(
     demo.run_demo(n_images=10, k=2, k_retrieve=4, echo=lines.append, settings=settings)
     assert "training the default joint model once (3 steps" in "\n".join(lines)
     assert JointModel.load(settings.default_model_dir).config.trained == ["bi", "cross"]
+    assert "another recipe" not in "\n".join(lines)
+
+    lines.clear()  # cached now: reused as is, and nothing to report while the recipe is unchanged
+    demo.run_demo(n_images=10, k=2, k_retrieve=4, echo=lines.append, settings=settings)
+    assert "using cached default model" in lines[0] and "another recipe" not in "\n".join(lines)
+
+    def newer_recipe(setup: str = "joint", *, seed: int = 0):  # type: ignore[no-untyped-def]
+        cfg = short_recipe(setup, seed=seed)
+        cfg.steps = 4
+        return cfg
+
+    monkeypatch.setattr("search_backend.training.recipes.default_recipe", newer_recipe)
+    lines.clear()
+    demo.run_demo(n_images=10, k=2, k_retrieve=4, echo=lines.append, settings=settings)
+    assert "using cached default model" in lines[0] and "another recipe" in lines[1]

@@ -20,6 +20,7 @@ import numpy as np
 from search_backend.config import Settings, get_settings
 from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
 from search_backend.model.image import build_patch_embedder, images_to_tensor
+from search_backend.runtime import autocast, resolve_precision
 
 if TYPE_CHECKING:
     import torch
@@ -134,6 +135,13 @@ def _torch_modules() -> Any:
             return emb, types, pos
 
         @staticmethod
+        def _head(head: nn.Module, x: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+            """Projections and heads run in float32 even inside a bfloat16 autocast region."""
+            with torch.autocast("cpu", enabled=False):
+                out = head(x.float())
+                return torch.nn.functional.normalize(out, dim=-1) if normalize else out
+
+        @staticmethod
         def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-6)
@@ -142,8 +150,7 @@ def _torch_modules() -> Any:
         def embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
             emb, types, pos = self._text_inputs(ids)
             hidden = self._run(emb, mask, types, pos)
-            vec = self.text_proj(self._mean_pool(hidden, mask))
-            return torch.nn.functional.normalize(vec, dim=-1)
+            return self._head(self.text_proj, self._mean_pool(hidden.float(), mask), normalize=True)
 
         def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
             patches, ptypes, ppos = self._patch_inputs(pixels)
@@ -155,8 +162,7 @@ def _torch_modules() -> Any:
             pos = torch.cat([torch.zeros_like(ppos[:, :1]), ppos], dim=1)
             mask = torch.ones(emb.shape[:2], dtype=torch.long, device=pixels.device)
             hidden = self._run(emb, mask, types, pos)
-            vec = self.image_proj(hidden.mean(1))
-            return torch.nn.functional.normalize(vec, dim=-1)
+            return self._head(self.image_proj, hidden.float().mean(1), normalize=True)
 
         # -- cross mode ---------------------------------------------------------------------
         def cross_logits(self, ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
@@ -167,7 +173,7 @@ def _torch_modules() -> Any:
                 [mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1
             )
             hidden = self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
-            return self.cross_head(hidden[:, 0]).squeeze(-1)
+            return self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
 
     return JointNet
 
@@ -184,6 +190,7 @@ class JointModel:
         self.config = config
         self.batch_size = settings.encode_batch_size
         self.score_batch_size = settings.score_batch_size
+        self.precision = resolve_precision(settings.precision)
         self.net.eval()
 
     # -- construction / persistence ----------------------------------------------------------
@@ -261,7 +268,7 @@ class JointModel:
         bs = batch_size or self.batch_size
         out = np.zeros((len(texts), self.config.embed_dim), dtype=np.float32)
         self.net.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision):
             for s in range(0, len(texts), bs):
                 tok = self.tokenize(texts[s : s + bs])
                 out[s : s + bs] = self.net.embed_text(tok["input_ids"], tok["attention_mask"]).float().numpy()
@@ -275,7 +282,7 @@ class JointModel:
         bs = batch_size or self.batch_size
         out = np.zeros((len(images), self.config.embed_dim), dtype=np.float32)
         self.net.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision):
             for s in range(0, len(images), bs):
                 pixels = self.prepare_images(images[s : s + bs])
                 out[s : s + bs] = self.net.embed_image(pixels).float().numpy()
@@ -303,7 +310,7 @@ class JointModel:
         bs = batch_size or self.score_batch_size
         out = np.zeros(len(texts), dtype=np.float32)
         self.net.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.precision):
             for s in range(0, len(texts), bs):
                 chunk = images[s : s + bs]
                 pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)

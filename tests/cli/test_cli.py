@@ -38,7 +38,7 @@ def test_eval_json_layout(runner: CliRunner, tiny_model: JointModel, tmp_path: P
     args = ["eval", "--model", str(tmp_path / "m"), "--size", "12", "--queries", "4", "--k", "5", "--json"]
     out = runner.invoke(xmr, args)
     assert out.exit_code == 0, out.output
-    result = json.loads(out.output.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
     assert (
         result["n_images"] == 12
         and result["n_captions"] == 60
@@ -124,4 +124,4 @@ def test_eval_karpathy_split(runner: CliRunner, tiny_model: JointModel, tmp_path
     ]
     out = runner.invoke(xmr, args)
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output.strip().splitlines()[-1])["n_images"] == 3
+    assert json.loads(out.stdout.strip().splitlines()[-1])["n_images"] == 3

@@ -422,6 +422,6 @@ def test_cli_adapt_then_eval_uses_the_checkpoints(clip_dir: Path, blip_dir: Path
         xmr, ["eval", "--model", str(tmp_path / "m"), "--size", "4", "--queries", "2", "--k", "2", "--json"]
     )
     assert res.exit_code == 0, res.output
-    assert set(json.loads(res.output.strip().splitlines()[-1])["results"]) == {"be", "ce", "rr"}
+    assert set(json.loads(res.stdout.strip().splitlines()[-1])["results"]) == {"be", "ce", "rr"}
     missing = runner.invoke(xmr, ["adapt", "--out", str(tmp_path / "x")])
     assert missing.exit_code != 0 and "--bi" in missing.output

@@ -44,6 +44,25 @@ def test_batch_size_does_not_change_results(tiny_model: JointModel) -> None:
     )
 
 
+def test_bf16_inference_keeps_float32_outputs_close_to_fp32(tiny_model: JointModel) -> None:
+    items = _items(6)
+    texts = [it.captions[0] for it in items]
+    images = [it.image for it in items]
+    assert tiny_model.precision == "fp32"
+    ref = (tiny_model.encode_texts(texts), tiny_model.encode_images(images), tiny_model.score(texts, images))
+    tiny_model.precision = "bf16"
+    got = (tiny_model.encode_texts(texts), tiny_model.encode_images(images), tiny_model.score(texts, images))
+    for r, g in zip(ref, got, strict=True):
+        assert g.dtype == np.float32 and g.shape == r.shape
+    # projections and normalisation run in float32: unit vectors exactly, not to bf16's 3 digits
+    np.testing.assert_allclose(np.linalg.norm(got[0], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got[1], axis=1), 1.0, atol=1e-5)
+    assert not np.array_equal(ref[0], got[0])  # the transformer really ran in bfloat16
+    assert np.min(np.sum(ref[0] * got[0], axis=1)) > 0.99
+    assert np.min(np.sum(ref[1] * got[1], axis=1)) > 0.99
+    np.testing.assert_allclose(got[2], ref[2], atol=0.05 * max(1.0, float(np.abs(ref[2]).max())))
+
+
 def test_any_image_size_is_resized(tiny_model: JointModel) -> None:
     big = Image.new("RGB", (97, 41), (200, 10, 10))
     grey = Image.new("L", (16, 16), 128)

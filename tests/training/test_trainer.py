@@ -62,6 +62,18 @@ def test_training_changes_weights_and_is_deterministic(
     assert _same(_weights(JointModel.load(tmp_path / "a")), wa)
 
 
+def test_bf16_training_is_deterministic_and_keeps_float32_weights(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_backbone, tiny_model_config, steps=3, precision="bf16")
+    a = _weights(train_single(cfg, tmp_path / "a", pool=pool, progress=False))
+    b = _weights(train_single(cfg, tmp_path / "b", pool=pool, progress=False))
+    assert _same(a, b)
+    assert all(v.dtype == np.float32 for v in a.values() if v.dtype.kind == "f")  # master weights
+    fp32 = _weights(train_single(replace(cfg, precision="fp32"), tmp_path / "c", pool=pool, progress=False))
+    assert not _same(a, fp32)  # the bf16 run really computed in bfloat16
+
+
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
@@ -108,11 +120,41 @@ def test_sep_trains_two_models_and_saves_one_directory(
     assert loaded.num_parameters() == 2 * loaded.bi.num_parameters()
 
 
+def test_ce_rows_limits_the_cross_encoder_to_a_subset_of_the_batch(
+    tiny_backbone: Path,
+    tiny_model_config: dict[str, int],
+    pool: TrainingPool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    net_class = type(JointModel.from_backbone(tiny_backbone).net)
+    original = net_class.cross_logits
+    rows: list[int] = []
+
+    def counting(self, ids, mask, pixels):  # type: ignore[no-untyped-def]
+        rows.append(int(pixels.shape[0]))
+        return original(self, ids, mask, pixels)
+
+    monkeypatch.setattr(net_class, "cross_logits", counting)
+    cfg = _cfg(tiny_backbone, tiny_model_config, steps=3, ce_rows=2)
+    a = train_single(cfg, tmp_path / "a", pool=pool, progress=False)
+    assert rows == [4, 4, 4]  # 2 positives + 2 negatives per step, out of a batch of 6
+    b = train_single(cfg, tmp_path / "b", pool=pool, progress=False)
+    assert _same(_weights(a), _weights(b))
+    rows.clear()
+    train_single(replace(cfg, ce_rows=0), tmp_path / "all", pool=pool, progress=False)
+    assert rows == [12, 12, 12]
+
+
 def test_bad_config_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown set-up"):
         train(TrainConfig(setup="both"), tmp_path)
     with pytest.raises(ValueError, match="unknown bi-encoder loss"):
         train(TrainConfig(bi_loss="hinge"), tmp_path)
+    with pytest.raises(ValueError, match="unknown precision"):
+        train(TrainConfig(precision="fp16"), tmp_path)
+    with pytest.raises(ValueError, match="ce_rows"):
+        train(TrainConfig(ce_rows=-1), tmp_path)
 
 
 def test_init_from_starts_at_a_saved_model(
