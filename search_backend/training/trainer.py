@@ -61,6 +61,13 @@ class TrainConfig:
     text_hard_rate: float = 0.0
     """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
     positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
+    pool_negative_rate: float = 0.0
+    """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
+    neighbours over the whole training pool (what reranking actually sees: scenes sharing some
+    objects), instead of from the batch. Needs a bi-encoder: ``joint`` or a ``miner``."""
+    pool_negatives: int = 20
+    pool_refresh: int = 100
+    """Steps between two re-embeddings of the pool for ``pool_negative_rate``."""
     precision: str = "auto"
     """Transformer arithmetic while training (see ``Settings.precision``): bf16 autocast halves a
     step's time on CPUs with native bfloat16; weights, heads and losses stay float32."""
@@ -138,7 +145,9 @@ def _optimizer(model: JointModel, cfg: TrainConfig) -> tuple[Any, Any]:
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
-def _save_checkpoint(out: Path, model: JointModel, opt: Any, sched: Any, step: int, cfg: TrainConfig) -> None:
+def _save_checkpoint(
+    out: Path, model: JointModel, opt: Any, sched: Any, step: int, cfg: TrainConfig, extra: dict[str, Any]
+) -> None:
     import torch
 
     tmp = out / (_CKPT + ".tmp")
@@ -151,6 +160,7 @@ def _save_checkpoint(out: Path, model: JointModel, opt: Any, sched: Any, step: i
             "scheduler": sched.state_dict(),
             "step": step,
             "rng": torch.get_rng_state(),
+            **extra,
         },
         tmp / "train_state.pt",
     )
@@ -214,6 +224,8 @@ def train_single(
     cfg.validate()
     if cfg.setup == "sep":
         raise ValueError("train_single trains one set of weights; use train() for 'sep'")
+    if cfg.pool_negative_rate > 0 and cfg.setup != "joint" and miner is None:
+        raise ValueError("pool_negative_rate needs a bi-encoder: the joint set-up or a miner")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     configure_torch()
@@ -246,7 +258,11 @@ def train_single(
         desc=f"train {cfg.setup}",
         disable=not progress,
     )
+    neighbours: tuple[np.ndarray, np.ndarray] | None = state.get("neighbours") if state else None
     for step in bar:
+        if do_ce and cfg.pool_negative_rate > 0 and (neighbours is None or step % cfg.pool_refresh == 0):
+            neighbours = _pool_neighbours(miner or model, pool, cfg.pool_negatives)
+            net.train()
         rng = np.random.default_rng([cfg.seed, step])
         idx = pool.sample(rng, cfg.batch_size)
         captions = [pool.captions[i][int(rng.integers(len(pool.captions[i])))] for i in idx]
@@ -277,6 +293,17 @@ def train_single(
                     if not swap_image[i] and rng.random() < cfg.text_hard_rate:
                         neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
             neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+            if neighbours is not None:
+                neg_pixels = neg_pixels.clone()
+                for i in rows:
+                    if rng.random() >= cfg.pool_negative_rate:
+                        continue
+                    pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
+                    if swap_image[i]:
+                        one = pool.pixels[pick : pick + 1]
+                        neg_pixels[i] = images_to_tensor(one, model.config.image_size)[0]
+                    else:
+                        neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
             pos_captions, pos_pixels = captions, pixels
             if 0 < cfg.ce_rows < len(idx):
                 sub = np.sort(rng.permutation(len(idx))[: cfg.ce_rows])
@@ -300,7 +327,7 @@ def train_single(
         bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
         done = step + 1
         if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == stop_after):
-            _save_checkpoint(out, model, opt, sched, done, cfg)
+            _save_checkpoint(out, model, opt, sched, done, cfg, {"neighbours": neighbours})
         if done == stop_after and done < cfg.steps:
             net.eval()
             return model
@@ -311,6 +338,17 @@ def train_single(
     if (out / _CKPT).exists():
         shutil.rmtree(out / _CKPT)
     return model
+
+
+def _pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pool scene: its caption's top-k other images, and its image's top-k other scenes' captions."""
+    images = bi.encode_images(pool.pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
+    texts = bi.encode_texts([c[0] for c in pool.captions])
+    out = []
+    for sim in (texts @ images.T, images @ texts.T):
+        np.fill_diagonal(sim, -np.inf)
+        out.append(np.argpartition(-sim, k, axis=1)[:, :k])
+    return out[0], out[1]
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:

@@ -146,6 +146,29 @@ def test_ce_rows_limits_the_cross_encoder_to_a_subset_of_the_batch(
     assert rows == [12, 12, 12]
 
 
+def test_pool_mined_negatives_train_and_resume_exactly(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    from search_backend.training.trainer import _pool_neighbours
+
+    cfg = _cfg(
+        tiny_backbone, tiny_model_config, steps=4, pool_negative_rate=1.0, pool_refresh=2, pool_negatives=5
+    )
+    full = train_single(cfg, tmp_path / "full", pool=pool, progress=False)
+    train_single(cfg, tmp_path / "cut", pool=pool, progress=False, stop_after=3)
+    resumed = train_single(cfg, tmp_path / "cut", pool=pool, progress=False)
+    assert _same(_weights(full), _weights(resumed))  # the neighbour table travels in the checkpoint
+    batch_only = train_single(replace(cfg, pool_negative_rate=0.0), tmp_path / "b", pool=pool, progress=False)
+    assert not _same(_weights(full), _weights(batch_only))
+
+    to_images, to_captions = _pool_neighbours(full, pool, 5)
+    assert to_images.shape == to_captions.shape == (len(pool), 5)
+    own = np.arange(len(pool))[:, None]
+    assert not (to_images == own).any() and not (to_captions == own).any()
+    with pytest.raises(ValueError, match="needs a bi-encoder"):
+        train_single(replace(cfg, setup="ce"), tmp_path / "ce", pool=pool, progress=False)
+
+
 def test_bad_config_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown set-up"):
         train(TrainConfig(setup="both"), tmp_path)
