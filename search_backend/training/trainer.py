@@ -31,6 +31,8 @@ from search_backend.training.losses import BI_LOSSES, bi_loss, matching_loss
 from search_backend.training.mining import sample_negatives
 
 if TYPE_CHECKING:
+    import torch
+
     from search_backend.model.base import RetrievalModel
 
 __all__ = ["SETUPS", "TrainConfig", "TrainingPool", "config_json", "train", "train_single", "trained_with"]
@@ -282,34 +284,9 @@ def train_single(
         if do_ce:
             if miner is not None:
                 sim = miner.encode_texts(captions) @ miner.encode_images(pool.pixels[idx]).T
-            neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate)
-            swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
-            rows = np.arange(len(idx))
-            neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
-            if cfg.text_hard_rate > 0:
-                from search_backend.data.shapes import contrast_caption
-
-                for i in rows:
-                    if not swap_image[i] and rng.random() < cfg.text_hard_rate:
-                        neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
-            neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
-            if neighbours is not None:
-                neg_pixels = neg_pixels.clone()
-                for i in rows:
-                    if rng.random() >= cfg.pool_negative_rate:
-                        continue
-                    pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
-                    if swap_image[i]:
-                        one = pool.pixels[pick : pick + 1]
-                        neg_pixels[i] = images_to_tensor(one, model.config.image_size)[0]
-                    else:
-                        neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
-            pos_captions, pos_pixels = captions, pixels
-            if 0 < cfg.ce_rows < len(idx):
-                sub = np.sort(rng.permutation(len(idx))[: cfg.ce_rows])
-                pos_captions = [captions[int(i)] for i in sub]
-                neg_captions = [neg_captions[int(i)] for i in sub]
-                pos_pixels, neg_pixels = pixels[sub], neg_pixels[sub]
+            pos_captions, pos_pixels, neg_captions, neg_pixels = _cross_pairs(
+                cfg, rng, pool, idx, captions, pixels, sim, neighbours
+            )
             ctok = model.tokenize(pos_captions + neg_captions)
             with autocast(cfg.precision):
                 logits = net.cross_logits(
@@ -338,6 +315,54 @@ def train_single(
     if (out / _CKPT).exists():
         shutil.rmtree(out / _CKPT)
     return model
+
+
+def _cross_pairs(
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    captions: list[str],
+    pixels: torch.Tensor,
+    sim: np.ndarray | None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[list[str], torch.Tensor, list[str], torch.Tensor]:
+    """The cross-encoder's rows: (positive captions, pixels) and one negative (captions, pixels) each.
+
+    Half the rows swap the image, half the caption; the swapped-in item is mined (``sim``, or the
+    pool ``neighbours``), a contrast caption, or random, at the configured rates.
+    """
+    from search_backend.model.image import images_to_tensor
+
+    neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate)
+    swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
+    rows = np.arange(len(idx))
+    neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
+    if cfg.text_hard_rate > 0:
+        from search_backend.data.shapes import contrast_caption
+
+        for i in rows:
+            if not swap_image[i] and rng.random() < cfg.text_hard_rate:
+                neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
+    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+    if neighbours is not None:
+        neg_pixels = neg_pixels.clone()
+        for i in rows:
+            if rng.random() >= cfg.pool_negative_rate:
+                continue
+            pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
+            if swap_image[i]:
+                one = pool.pixels[pick : pick + 1]
+                neg_pixels[i] = images_to_tensor(one, int(pixels.shape[-1]))[0]
+            else:
+                neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
+    pos_captions, pos_pixels = captions, pixels
+    if 0 < cfg.ce_rows < len(idx):
+        sub = np.sort(rng.permutation(len(idx))[: cfg.ce_rows])
+        pos_captions = [captions[int(i)] for i in sub]
+        neg_captions = [neg_captions[int(i)] for i in sub]
+        pos_pixels, neg_pixels = pixels[sub], neg_pixels[sub]
+    return pos_captions, pos_pixels, neg_captions, neg_pixels
 
 
 def _pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np.ndarray, np.ndarray]:
