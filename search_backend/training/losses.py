@@ -19,9 +19,19 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BI_LOSSES", "bi_loss", "infonce_loss", "matching_loss", "vsepp_loss"]
+__all__ = [
+    "BI_LOSSES",
+    "CE_LOSSES",
+    "bi_loss",
+    "ce_loss",
+    "infonce_loss",
+    "matching_loss",
+    "ranking_loss",
+    "vsepp_loss",
+]
 
 BI_LOSSES = ("infonce", "vsepp")
+CE_LOSSES = ("bce", "rank")
 
 
 def infonce_loss(text: torch.Tensor, image: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -65,3 +75,22 @@ def matching_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.T
     logits = torch.cat([pos_logits, neg_logits])
     labels = torch.cat([torch.ones_like(pos_logits), torch.zeros_like(neg_logits)])
     return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def ranking_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    """Pairwise logistic loss: row i's positive should outscore its own negative (same query).
+
+    Reranking only orders one query's candidates, so this asks for exactly that, where
+    ``matching_loss`` also asks every score to be calibrated against every other row's.
+    """
+    import torch.nn.functional as F
+
+    return F.softplus(neg_logits - pos_logits).mean()
+
+
+def ce_loss(name: str, pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
+    if name == "bce":
+        return matching_loss(pos_logits, neg_logits)
+    if name == "rank":
+        return ranking_loss(pos_logits, neg_logits)
+    raise ValueError(f"unknown cross-encoder loss {name!r}; expected one of {', '.join(CE_LOSSES)}")

@@ -27,7 +27,7 @@ import numpy as np
 
 from search_backend.model.joint import JointConfig, JointModel
 from search_backend.runtime import PRECISIONS, autocast, configure_torch
-from search_backend.training.losses import BI_LOSSES, bi_loss, matching_loss
+from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
 from search_backend.training.mining import sample_negatives
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ class TrainConfig:
     bi_loss: str = "infonce"
     margin: float = 0.1
     ce_weight: float = 1.0
+    ce_loss: str = "bce"
+    """``bce`` (binary matching loss) or ``rank`` (each positive above its own negative)."""
     hard_rate: float = 0.5
     ce_rows: int = 0
     """How many of a batch's rows also train the cross-encoder (0: all). The cross-encoder reads
@@ -93,6 +95,10 @@ class TrainConfig:
             raise ValueError("steps must be >= 1 and batch_size >= 2")
         if self.precision not in PRECISIONS:
             raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        if self.ce_loss not in CE_LOSSES:
+            raise ValueError(
+                f"unknown cross-encoder loss {self.ce_loss!r}; expected one of {', '.join(CE_LOSSES)}"
+            )
         if self.ce_rows < 0:
             raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
 
@@ -293,7 +299,7 @@ def train_single(
                     ctok["input_ids"], ctok["attention_mask"], torch.cat([pos_pixels, neg_pixels])
                 )
             n_pos = len(pos_captions)
-            lc = matching_loss(logits[:n_pos], logits[n_pos:])
+            lc = ce_loss(cfg.ce_loss, logits[:n_pos], logits[n_pos:])
             loss = loss + cfg.ce_weight * lc
             logs["ce"] = lc.item()
         loss.backward()

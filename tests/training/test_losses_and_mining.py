@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from search_backend.training import bi_loss, infonce_loss, matching_loss, sample_negatives, vsepp_loss
+from search_backend.training.losses import ce_loss, ranking_loss
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -40,6 +41,18 @@ def test_matching_loss_rewards_separating_positives() -> None:
     good = matching_loss(torch.tensor([5.0, 5.0]), torch.tensor([-5.0, -5.0]))
     bad = matching_loss(torch.tensor([-5.0, -5.0]), torch.tensor([5.0, 5.0]))
     assert good < 0.01 < 5 < bad
+
+
+def test_ranking_loss_only_asks_each_positive_to_beat_its_own_negative() -> None:
+    # every positive is above its own negative, though not above the other row's negative
+    pos, neg = torch.tensor([6.0, -4.0]), torch.tensor([4.0, -6.0])
+    assert float(ranking_loss(pos, neg)) < 0.13
+    assert float(matching_loss(pos, neg)) > 1.0  # calibration across rows is what BCE adds
+    assert float(ranking_loss(neg, pos)) > 2.0
+    assert torch.isclose(ce_loss("rank", pos, neg), ranking_loss(pos, neg))
+    assert torch.isclose(ce_loss("bce", pos, neg), matching_loss(pos, neg))
+    with pytest.raises(ValueError, match="unknown cross-encoder loss"):
+        ce_loss("hinge", pos, neg)
 
 
 def test_hard_negatives_follow_the_bi_encoder() -> None:

@@ -169,11 +169,22 @@ def test_pool_mined_negatives_train_and_resume_exactly(
         train_single(replace(cfg, setup="ce"), tmp_path / "ce", pool=pool, progress=False)
 
 
+def test_ranking_loss_is_selectable(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    cfg = _cfg(tiny_backbone, tiny_model_config, "ce", steps=2)
+    bce = _weights(train_single(cfg, tmp_path / "bce", pool=pool, progress=False))
+    rank = _weights(train_single(replace(cfg, ce_loss="rank"), tmp_path / "rank", pool=pool, progress=False))
+    assert not _same(bce, rank)
+
+
 def test_bad_config_is_rejected(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown set-up"):
         train(TrainConfig(setup="both"), tmp_path)
     with pytest.raises(ValueError, match="unknown bi-encoder loss"):
         train(TrainConfig(bi_loss="hinge"), tmp_path)
+    with pytest.raises(ValueError, match="unknown cross-encoder loss"):
+        train(TrainConfig(ce_loss="hinge"), tmp_path)
     with pytest.raises(ValueError, match="unknown precision"):
         train(TrainConfig(precision="fp16"), tmp_path)
     with pytest.raises(ValueError, match="ce_rows"):
