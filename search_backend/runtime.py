@@ -8,7 +8,7 @@ import os
 
 from search_backend.config import Settings, get_settings
 
-__all__ = ["PRECISIONS", "autocast", "configure_torch", "resolve_precision"]
+__all__ = ["PRECISIONS", "autocast", "check_precision", "configure_torch", "resolve_precision"]
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -36,11 +36,16 @@ def _native_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str) -> str:
-    """``auto`` -> ``bf16`` where the CPU computes bfloat16 natively, else ``fp32``."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming it."""
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    if precision == "auto":
+    return precision
+
+
+def resolve_precision(precision: str) -> str:
+    """``auto`` -> ``bf16`` where the CPU computes bfloat16 natively, else ``fp32``."""
+    if check_precision(precision) == "auto":
         return "bf16" if _native_bf16() else "fp32"
     return precision
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search_backend.model.joint import JointConfig, JointModel
-from search_backend.runtime import PRECISIONS, autocast, configure_torch
+from search_backend.runtime import autocast, check_precision, configure_torch
 from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
 from search_backend.training.mining import sample_negatives
 
@@ -93,8 +93,7 @@ class TrainConfig:
             )
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps must be >= 1 and batch_size >= 2")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(PRECISIONS)}")
+        check_precision(self.precision)
         if self.ce_loss not in CE_LOSSES:
             raise ValueError(
                 f"unknown cross-encoder loss {self.ce_loss!r}; expected one of {', '.join(CE_LOSSES)}"
@@ -186,7 +185,7 @@ def config_json(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _write_train_config(path: Path, cfg: TrainConfig) -> None:
-    (path / _TRAIN_CONFIG).write_text(json.dumps(asdict(cfg), sort_keys=True))
+    (path / _TRAIN_CONFIG).write_text(json.dumps(config_json(cfg), sort_keys=True))
 
 
 def trained_with(path: str | Path) -> dict[str, Any] | None:
@@ -375,11 +374,11 @@ def _pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np
     """Per pool scene: its caption's top-k other images, and its image's top-k other scenes' captions."""
     images = bi.encode_images(pool.pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
     texts = bi.encode_texts([c[0] for c in pool.captions])
-    out = []
-    for sim in (texts @ images.T, images @ texts.T):
-        np.fill_diagonal(sim, -np.inf)
-        out.append(np.argpartition(-sim, k, axis=1)[:, :k])
-    return out[0], out[1]
+    sim = texts @ images.T
+    np.fill_diagonal(sim, -np.inf)
+    to_images = np.argpartition(-sim, k, axis=1)[:, :k]
+    to_captions = np.argpartition(-sim.T, k, axis=1)[:, :k]
+    return to_images, to_captions
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:
