@@ -38,6 +38,7 @@ __all__ = [
     "contrast_caption",
     "generate_scenes",
     "make_shapes",
+    "mirror_axis",
     "render_scene",
     "scene_captions",
     "write_shapes",
@@ -332,6 +333,20 @@ def scene_captions(scene: Scene, n: int, rng: np.random.Generator) -> list[str]:
         if caption not in captions:
             captions.append(caption)
     return captions
+
+
+def mirror_axis(scene: Scene) -> str | None:
+    """The axis (``"h"``: left-right, ``"v"``: up-down) along which the mirrored image of ``scene``
+    falsifies its first relation and nothing else gives the mirroring away; ``None`` if none.
+
+    Every shape is left-right symmetric, so a left-right mirror is always clean; triangles point
+    up, so an up-down mirror is only clean without a triangle. A mirrored image is a hard negative
+    for the scene's own captions that differs from the truth in layout alone.
+    """
+    axis = _AXIS[scene.relations[0][1]]
+    if axis == "v" and any(o.shape == "triangle" for o in scene.objects):
+        return None
+    return axis
 
 
 def contrast_caption(scene: Scene, rng: np.random.Generator) -> str | None:

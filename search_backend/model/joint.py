@@ -1,7 +1,9 @@
 """The joint retrieve-and-rerank model: one transformer, two modes.
 
 * twin (bi-encoder) mode: text alone or image alone -> mean-pooled -> projection -> L2-normalised;
-* cross mode: ``[CLS] text [SEP] image-patches`` -> CLS state -> relevance head -> logit.
+* cross mode: ``[CLS] text [SEP] image-patches`` -> CLS state -> relevance head -> logit
+  (``cross_readout="cls+pair"`` adds a learned multiple of the cosine between the cross pass's
+  pooled text and pooled patch states, through the twin-mode projections).
 
 Images enter the text transformer as ``inputs_embeds``: a conv patch embedder gives one vector per
 patch, plus learned row/column (2-D position) embeddings and a modality-type embedding.
@@ -26,7 +28,10 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["JointConfig", "JointModel", "build_joint_model"]
+__all__ = ["CROSS_READOUTS", "POSITION_INITS", "JointConfig", "JointModel", "build_joint_model"]
+
+CROSS_READOUTS = ("cls", "cls+pair")
+POSITION_INITS = ("random", "sincos")
 
 _WEIGHTS = "model.safetensors"
 _BACKBONE_DIR = "backbone"
@@ -39,6 +44,16 @@ class JointConfig:
     patch_size: int = 16
     embed_dim: int = 384
     max_text_len: int = 48
+    position_init: str = "random"
+    """How the learned 2-D patch positions start: ``random`` (Gaussian rows and columns) or
+    ``sincos`` (rows in the first half of the hidden units, columns in the second, as sines and
+    cosines of the coordinate: order and distance are readable from the start, so spatial
+    relations need not be discovered from scratch). Only the initialisation differs."""
+    cross_readout: str = "cls"
+    """How cross mode turns its hidden states into a logit: ``cls`` (relevance head on the CLS
+    state) or ``cls+pair`` (that, plus a learned multiple of the cosine between the cross pass's
+    mean-pooled text states and mean-pooled patch states, projected by the twin-mode projections:
+    the matching that the bi-encoder loss teaches is then readable by the cross-encoder too)."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -51,6 +66,24 @@ class JointConfig:
     @property
     def num_patches(self) -> int:
         return self.grid * self.grid
+
+
+def _sincos_grid(grid: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column tables (grid, hidden) of unit RMS: sines/cosines of the row index in the
+    first half of the units, of the column index in the second half, at geometric frequencies."""
+    import torch
+
+    half = hidden // 2
+    n_freq = max(half // 2, 1)
+    freqs = 1.0 / (100.0 ** (torch.arange(n_freq, dtype=torch.float32) / n_freq))
+    angles = torch.arange(grid, dtype=torch.float32)[:, None] * freqs[None, :]
+    waves = torch.cat([angles.sin(), angles.cos()], dim=1)[:, :half]  # (grid, <= half)
+    rows = torch.zeros(grid, hidden)
+    cols = torch.zeros(grid, hidden)
+    rows[:, : waves.shape[1]] = waves
+    cols[:, half : half + waves.shape[1]] = waves
+    norm = float(np.sqrt(2.0))  # sin/cos pairs have RMS 1/sqrt(2) over the half they fill
+    return rows * norm, cols * norm
 
 
 @functools.cache
@@ -68,6 +101,11 @@ def _torch_modules() -> Any:
                 raise ValueError(
                     f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
                 )
+            if cfg.cross_readout not in CROSS_READOUTS:
+                raise ValueError(
+                    f"unknown cross_readout {cfg.cross_readout!r}; expected one of "
+                    + ", ".join(CROSS_READOUTS)
+                )
             self.cfg = cfg
             self.backbone = backbone
             hidden = int(backbone.config.hidden_size)
@@ -81,8 +119,18 @@ def _torch_modules() -> Any:
             self.patch_norm = nn.LayerNorm(hidden)
             with torch.no_grad():
                 self.patch_norm.weight.fill_(scale)
-            self.row_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
-            self.col_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
+            if cfg.position_init not in POSITION_INITS:
+                raise ValueError(
+                    f"unknown position_init {cfg.position_init!r}; expected one of "
+                    + ", ".join(POSITION_INITS)
+                )
+            if cfg.position_init == "sincos":
+                rows, cols = _sincos_grid(cfg.grid, hidden)
+                self.row_embed = nn.Parameter(rows * scale)
+                self.col_embed = nn.Parameter(cols * scale)
+            else:
+                self.row_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
+                self.col_embed = nn.Parameter(torch.randn(cfg.grid, hidden) * scale)
             self.modality_embed = nn.Embedding(2, hidden)
             nn.init.zeros_(self.modality_embed.weight)  # text keeps its pretrained embeddings at start
             self.text_proj = nn.Linear(hidden, cfg.embed_dim)
@@ -93,6 +141,8 @@ def _torch_modules() -> Any:
                     self.text_proj.bias.zero_()
             self.cross_head = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 1))
             self.logit_scale = nn.Parameter(torch.tensor(float(np.log(20.0))))
+            if cfg.cross_readout == "cls+pair":
+                self.pair_scale = nn.Parameter(torch.tensor(10.0))
             self.cls_id = int(tokenizer.cls_token_id)
 
         # -- building blocks ---------------------------------------------------------------
@@ -173,7 +223,14 @@ def _torch_modules() -> Any:
                 [mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1
             )
             hidden = self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
-            return self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
+            logit = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
+            if self.cfg.cross_readout == "cls+pair":
+                n = ids.shape[1]
+                hidden = hidden.float()
+                t = self._head(self.text_proj, self._mean_pool(hidden[:, :n], mask), normalize=True)
+                v = self._head(self.image_proj, hidden[:, n:].mean(1), normalize=True)
+                logit = logit + self.pair_scale * (t * v).sum(-1)
+            return logit
 
     return JointNet
 

@@ -12,6 +12,7 @@ def sample_negatives(
     groups: np.ndarray,
     rng: np.random.Generator,
     hard_rate: float,
+    other_group_rate: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pick one negative image per caption and one negative caption per image within a batch.
 
@@ -19,7 +20,10 @@ def sample_negatives(
     positive pair). With probability ``hard_rate`` a row takes the highest-scoring non-matching
     column (a *mined* hard negative); otherwise a uniformly random other row. Without a bi-encoder
     (``sim is None``) the hard choice falls back to a same-``groups`` distractor when the batch has
-    one. Returns (negative image index per caption, negative caption index per image).
+    one. With probability ``other_group_rate`` a mined choice skips the row's own distractor group:
+    the bi-encoder's best *partial* match from another scene instead of the twin (what reranking a
+    real top-k mostly has to reject). Returns (negative image index per caption, negative caption
+    index per image).
     """
     n = len(groups)
     if n < 2:
@@ -33,6 +37,10 @@ def sample_negatives(
                 if sim is not None:
                     row = (sim[i] if column else sim[:, i]).astype(np.float64).copy()
                     row[i] = -np.inf
+                    if other_group_rate > 0 and rng.random() < other_group_rate:
+                        others = groups != groups[i]
+                        if others.any():
+                            row[~others] = -np.inf
                     choice = int(np.argmax(row))
                 else:
                     mates = np.flatnonzero((groups == groups[i]) & (np.arange(n) != i))

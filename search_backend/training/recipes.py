@@ -12,10 +12,20 @@ def default_recipe(setup: str = "joint", *, seed: int = 0) -> TrainConfig:
 
     MiniLM-L6 backbone (lr 1e-4), new modules (patch embedder, 2-D positions, heads) at 1e-3,
     460 steps, AdamW, 25 warm-up steps then linear decay, batch 32 scenes (whole distractor
-    groups), 64 px images as an 8x8 grid of 8-px patches, bfloat16 autocast where the CPU has it,
-    symmetric InfoNCE for the bi-encoder, binary matching loss with half the negatives mined by the
-    bi-encoder for the cross-encoder.
+    groups), 64 px images as an 8x8 grid of 8-px patches with sine/cosine-initialised 2-D
+    positions, bfloat16 autocast where the CPU has it, symmetric InfoNCE for the bi-encoder; for
+    the cross-encoder the ``cls+pair`` readout and a binary matching loss whose negatives are 75%
+    mined by the bi-encoder (two thirds of those from outside the row's distractor group: partial
+    matches) and 25% random.
     """
     if setup not in SETUPS:
         raise ValueError(f"unknown set-up {setup!r}; expected one of {', '.join(SETUPS)}")
-    return TrainConfig(setup=setup, seed=seed, steps=460, model={"patch_size": 8}, precision="auto")
+    return TrainConfig(
+        setup=setup,
+        seed=seed,
+        steps=460,
+        model={"patch_size": 8, "cross_readout": "cls+pair", "position_init": "sincos"},
+        precision="auto",
+        hard_rate=0.75,
+        hard_other_group_rate=0.67,
+    )

@@ -58,6 +58,9 @@ class TrainConfig:
     ce_loss: str = "bce"
     """``bce`` (binary matching loss) or ``rank`` (each positive above its own negative)."""
     hard_rate: float = 0.5
+    hard_other_group_rate: float = 0.0
+    """Share of the mined hard negatives taken from outside the row's distractor group (the
+    bi-encoder's best partial match in the batch rather than the twin; see ``sample_negatives``)."""
     ce_rows: int = 0
     """How many of a batch's rows also train the cross-encoder (0: all). The cross-encoder reads
     text and patches together, so its rows cost the most; a subset makes a step cheaper while the
@@ -65,6 +68,10 @@ class TrainConfig:
     text_hard_rate: float = 0.0
     """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
     positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
+    flip_negative_rate: float = 0.0
+    """Share of the cross-encoder's wrong-image negatives replaced by the positive image mirrored
+    along its first relation's axis (``shapes.mirror_axis``): same objects, the relation reversed,
+    so only spatial reasoning tells it from the truth."""
     pool_negative_rate: float = 0.0
     """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
     neighbours over the whole training pool (what reranking actually sees: scenes sharing some
@@ -339,7 +346,7 @@ def _cross_pairs(
     """
     from search_backend.model.image import images_to_tensor
 
-    neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate)
+    neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate, cfg.hard_other_group_rate)
     swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
     rows = np.arange(len(idx))
     neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
@@ -350,6 +357,15 @@ def _cross_pairs(
             if not swap_image[i] and rng.random() < cfg.text_hard_rate:
                 neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
     neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+    if cfg.flip_negative_rate > 0:
+        from search_backend.data.shapes import mirror_axis
+
+        neg_pixels = neg_pixels.clone()
+        for i in rows:
+            if swap_image[i] and rng.random() < cfg.flip_negative_rate:
+                axis = mirror_axis(pool.scenes[int(idx[i])])
+                if axis is not None:
+                    neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
     if neighbours is not None:
         neg_pixels = neg_pixels.clone()
         for i in rows:

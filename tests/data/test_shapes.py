@@ -108,3 +108,16 @@ def test_contrast_caption_describes_another_scene_with_the_same_words() -> None:
         shapes = {o.shape for o in item.scene.objects}
         assert {w for w in caption.split() if w in colours | shapes} <= colours | shapes
     assert seen >= 25
+
+
+def test_mirror_axis_follows_the_first_relation_and_avoids_telltale_triangles() -> None:
+    from search_backend.data.shapes import Scene, ShapeObject, mirror_axis
+
+    def scene(shape: str, relation: str) -> Scene:
+        a = ShapeObject("circle", "red", "small", 0.3, 0.3)
+        b = ShapeObject(shape, "blue", "large", 0.7, 0.7)
+        return Scene((a, b), ((0, relation, 1),))
+
+    assert mirror_axis(scene("triangle", "left of")) == "h"  # every shape is left-right symmetric
+    assert mirror_axis(scene("square", "above")) == "v"
+    assert mirror_axis(scene("triangle", "below")) is None  # an upside-down triangle gives it away

@@ -129,3 +129,54 @@ def test_default_backbone_starts_from_pretrained_minilm() -> None:
     ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-5)
     assert model.net.backbone.config.num_hidden_layers == 6
+
+
+def test_pair_readout_adds_a_scaled_cosine_and_round_trips(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path: Path
+) -> None:
+    import torch
+
+    from search_backend.model.joint import JointConfig
+
+    torch.manual_seed(0)
+    cls_only = JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config))
+    pair = JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, cross_readout="cls+pair"))
+    missing = pair.net.load_state_dict(cls_only.net.state_dict(), strict=False).missing_keys
+    assert missing == ["pair_scale"]
+    items = _items(3)
+    texts = [it.captions[0] for it in items]
+    images = [it.image for it in items]
+    with torch.no_grad():
+        pair.net.pair_scale.fill_(0.0)
+    np.testing.assert_allclose(pair.score(texts, images), cls_only.score(texts, images), atol=1e-6)
+    with torch.no_grad():
+        pair.net.pair_scale.fill_(3.0)
+    delta = pair.score(texts, images) - cls_only.score(texts, images)
+    assert np.all(np.abs(delta) <= 3.0 + 1e-5) and np.any(np.abs(delta) > 1e-3)
+    pair.save(tmp_path / "p")
+    loaded = load_model(tmp_path / "p")
+    assert isinstance(loaded, JointModel) and loaded.config.cross_readout == "cls+pair"
+    np.testing.assert_array_equal(loaded.score(texts, images), pair.score(texts, images))
+    with pytest.raises(ValueError, match="unknown cross_readout 'max'"):
+        JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, cross_readout="max"))
+
+
+def test_sincos_positions_start_ordered_and_split_rows_from_columns(
+    tiny_backbone: Path, tiny_model_config: dict[str, int]
+) -> None:
+    import torch
+
+    from search_backend.model.joint import JointConfig
+
+    cfg = JointConfig(**{**tiny_model_config, "image_size": 64}, position_init="sincos")
+    net = JointModel.from_backbone(tiny_backbone, cfg).net
+    rows, cols = net.row_embed.detach(), net.col_embed.detach()
+    half = rows.shape[1] // 2
+    assert torch.all(rows[:, half:] == 0) and torch.all(cols[:, :half] == 0)
+    from search_backend.model.joint import _sincos_grid
+
+    table, _ = _sincos_grid(8, 384)  # the default model's grid and hidden size
+    sims = torch.nn.functional.cosine_similarity(table[:1], table, dim=-1)
+    assert torch.all(sims[:-1] > sims[1:])  # farther rows are less alike: order is readable
+    with pytest.raises(ValueError, match="unknown position_init 'grid'"):
+        JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, position_init="grid"))

@@ -62,6 +62,26 @@ def test_hard_negatives_follow_the_bi_encoder() -> None:
     assert neg_txt.tolist() == [2, 0, 1]  # per image: best other caption
 
 
+def test_other_group_mining_skips_the_twin_for_the_best_partial_match() -> None:
+    sim = np.array(
+        [
+            [1.0, 0.9, 0.5, 0.1],
+            [0.9, 1.0, 0.1, 0.6],
+            [0.2, 0.4, 1.0, 0.8],
+            [0.3, 0.7, 0.9, 1.0],
+        ]
+    )
+    groups = np.array([0, 0, 1, 1])  # rows 0/1 and 2/3 are distractor twins
+    rng = np.random.default_rng(0)
+    twin_img, twin_txt = sample_negatives(sim, groups, rng, hard_rate=1.0)
+    assert twin_img.tolist() == [1, 0, 3, 2] and twin_txt.tolist() == [1, 0, 3, 2]
+    neg_img, neg_txt = sample_negatives(sim, groups, rng, hard_rate=1.0, other_group_rate=1.0)
+    assert neg_img.tolist() == [2, 3, 1, 1]  # per caption: best image outside its group
+    assert neg_txt.tolist() == [3, 3, 0, 1]  # per image: best caption outside its group
+    lone = sample_negatives(sim[:2, :2], np.array([0, 0]), rng, hard_rate=1.0, other_group_rate=1.0)
+    assert lone[0].tolist() == [1, 0]  # no other group in the batch: the twin after all
+
+
 def test_random_negatives_never_pick_the_positive() -> None:
     rng = np.random.default_rng(0)
     for _ in range(50):

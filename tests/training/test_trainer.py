@@ -204,3 +204,32 @@ def test_init_from_starts_at_a_saved_model(
     assert _same(_weights(ce), _weights(be))  # zero learning rate: nothing moved from the start point
     fresh = train_single(frozen, tmp_path / "fresh", pool=pool, progress=False)
     assert not _same(_weights(fresh), _weights(be))
+
+
+def test_flip_negatives_mirror_the_positive_along_its_relation(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool
+) -> None:
+    import torch
+
+    from search_backend.data.shapes import mirror_axis
+    from search_backend.model.image import images_to_tensor
+    from search_backend.training.trainer import _cross_pairs
+
+    rng = np.random.default_rng(3)
+    idx = pool.sample(rng, 24)
+    captions = [pool.captions[i][0] for i in idx]
+    pixels = images_to_tensor(pool.pixels[idx], 32)
+    flipped = 0
+    for rate in (1.0, 0.0):
+        cfg = _cfg(tiny_backbone, tiny_model_config, flip_negative_rate=rate)
+        _, _, neg_captions, neg_pixels = _cross_pairs(
+            cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None
+        )
+        for i, scene_index in enumerate(idx):
+            axis = mirror_axis(pool.scenes[int(scene_index)])
+            if neg_captions[i] != captions[i] or axis is None:
+                continue  # a wrong-caption row, or a scene without a clean mirror
+            mirrored = pixels[i].flip(-1 if axis == "h" else -2)
+            assert torch.equal(neg_pixels[i], mirrored) == (rate == 1.0)
+            flipped += rate == 1.0
+    assert flipped >= 3
