@@ -110,6 +110,20 @@ class Settings:
         return replace(self, **kwargs)
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming it."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+_CHECKS = {"precision": check_precision}
+"""Settings whose values are checked when read, so a typo fails at start-up, not at first use."""
+
+
 def _coerce(raw: str, current: Any) -> Any:
     if isinstance(current, bool):
         return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -132,6 +146,8 @@ def get_settings(environ: dict[str, str] | None = None) -> Settings:
         if key in env and env[key] != "":
             try:
                 values[f.name] = _coerce(env[key], getattr(base, f.name))
+                if f.name in _CHECKS:
+                    _CHECKS[f.name](values[f.name])
             except ValueError as exc:
                 raise ValueError(f"{key}={env[key]!r}: {exc}") from exc
     return replace(base, **values)

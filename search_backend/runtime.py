@@ -6,11 +6,9 @@ import contextlib
 import functools
 import os
 
-from search_backend.config import Settings, get_settings
+from search_backend.config import PRECISIONS, Settings, check_precision, get_settings
 
 __all__ = ["PRECISIONS", "autocast", "check_precision", "configure_torch", "resolve_precision"]
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def configure_torch(settings: Settings | None = None) -> int:
@@ -34,13 +32,6 @@ def _native_bf16() -> bool:
         return bool((probe and probe()) or (amx and amx()))
     except RuntimeError:
         return False
-
-
-def check_precision(precision: str) -> str:
-    """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming it."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    return precision
 
 
 def resolve_precision(precision: str) -> str:

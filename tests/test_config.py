@@ -21,3 +21,5 @@ def test_environment_overrides_with_types() -> None:
 def test_bad_value_names_the_variable() -> None:
     with pytest.raises(ValueError, match="XMR_THREADS"):
         get_settings({"XMR_THREADS": "many"})
+    with pytest.raises(ValueError, match="XMR_PRECISION='fp16': unknown precision 'fp16'"):
+        get_settings({"XMR_PRECISION": "fp16"})

@@ -28,11 +28,9 @@ import numpy as np
 from search_backend.model.joint import JointConfig, JointModel
 from search_backend.runtime import autocast, check_precision, configure_torch
 from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
-from search_backend.training.mining import sample_negatives
+from search_backend.training.pairs import cross_pairs, pool_neighbours
 
 if TYPE_CHECKING:
-    import torch
-
     from search_backend.model.base import RetrievalModel
 
 __all__ = ["SETUPS", "TrainConfig", "TrainingPool", "config_json", "train", "train_single", "trained_with"]
@@ -40,6 +38,7 @@ __all__ = ["SETUPS", "TrainConfig", "TrainingPool", "config_json", "train", "tra
 SETUPS = ("be", "ce", "sep", "joint")
 _CKPT = "checkpoint"
 _TRAIN_CONFIG = "train_config.json"
+_RATES = ("hard_rate", "hard_other_group_rate", "text_hard_rate", "flip_negative_rate", "pool_negative_rate")
 
 
 @dataclass
@@ -105,6 +104,9 @@ class TrainConfig:
             raise ValueError(
                 f"unknown cross-encoder loss {self.ce_loss!r}; expected one of {', '.join(CE_LOSSES)}"
             )
+        for name in _RATES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
         if self.ce_rows < 0:
             raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
 
@@ -275,7 +277,7 @@ def train_single(
     neighbours: tuple[np.ndarray, np.ndarray] | None = state.get("neighbours") if state else None
     for step in bar:
         if do_ce and cfg.pool_negative_rate > 0 and (neighbours is None or step % cfg.pool_refresh == 0):
-            neighbours = _pool_neighbours(miner or model, pool, cfg.pool_negatives)
+            neighbours = pool_neighbours(miner or model, pool, cfg.pool_negatives)
             net.train()
         rng = np.random.default_rng([cfg.seed, step])
         idx = pool.sample(rng, cfg.batch_size)
@@ -296,15 +298,13 @@ def train_single(
         if do_ce:
             if miner is not None:
                 sim = miner.encode_texts(captions) @ miner.encode_images(pool.pixels[idx]).T
-            pos_captions, pos_pixels, neg_captions, neg_pixels = _cross_pairs(
-                cfg, rng, pool, idx, captions, pixels, sim, neighbours
-            )
-            ctok = model.tokenize(pos_captions + neg_captions)
+            pairs = cross_pairs(cfg, rng, pool, idx, captions, pixels, sim, neighbours)
+            ctok = model.tokenize(pairs.pos_captions + pairs.neg_captions)
             with autocast(cfg.precision):
                 logits = net.cross_logits(
-                    ctok["input_ids"], ctok["attention_mask"], torch.cat([pos_pixels, neg_pixels])
+                    ctok["input_ids"], ctok["attention_mask"], torch.cat([pairs.pos_pixels, pairs.neg_pixels])
                 )
-            n_pos = len(pos_captions)
+            n_pos = len(pairs.pos_captions)
             lc = ce_loss(cfg.ce_loss, logits[:n_pos], logits[n_pos:])
             loss = loss + cfg.ce_weight * lc
             logs["ce"] = lc.item()
@@ -327,74 +327,6 @@ def train_single(
     if (out / _CKPT).exists():
         shutil.rmtree(out / _CKPT)
     return model
-
-
-def _cross_pairs(
-    cfg: TrainConfig,
-    rng: np.random.Generator,
-    pool: TrainingPool,
-    idx: np.ndarray,
-    captions: list[str],
-    pixels: torch.Tensor,
-    sim: np.ndarray | None,
-    neighbours: tuple[np.ndarray, np.ndarray] | None,
-) -> tuple[list[str], torch.Tensor, list[str], torch.Tensor]:
-    """The cross-encoder's rows: (positive captions, pixels) and one negative (captions, pixels) each.
-
-    Half the rows swap the image, half the caption; the swapped-in item is mined (``sim``, or the
-    pool ``neighbours``), a contrast caption, or random, at the configured rates.
-    """
-    from search_backend.model.image import images_to_tensor
-
-    neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate, cfg.hard_other_group_rate)
-    swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
-    rows = np.arange(len(idx))
-    neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
-    if cfg.text_hard_rate > 0:
-        from search_backend.data.shapes import contrast_caption
-
-        for i in rows:
-            if not swap_image[i] and rng.random() < cfg.text_hard_rate:
-                neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
-    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
-    if cfg.flip_negative_rate > 0:
-        from search_backend.data.shapes import mirror_axis
-
-        neg_pixels = neg_pixels.clone()
-        for i in rows:
-            if swap_image[i] and rng.random() < cfg.flip_negative_rate:
-                axis = mirror_axis(pool.scenes[int(idx[i])])
-                if axis is not None:
-                    neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
-    if neighbours is not None:
-        neg_pixels = neg_pixels.clone()
-        for i in rows:
-            if rng.random() >= cfg.pool_negative_rate:
-                continue
-            pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
-            if swap_image[i]:
-                one = pool.pixels[pick : pick + 1]
-                neg_pixels[i] = images_to_tensor(one, int(pixels.shape[-1]))[0]
-            else:
-                neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
-    pos_captions, pos_pixels = captions, pixels
-    if 0 < cfg.ce_rows < len(idx):
-        sub = np.sort(rng.permutation(len(idx))[: cfg.ce_rows])
-        pos_captions = [captions[int(i)] for i in sub]
-        neg_captions = [neg_captions[int(i)] for i in sub]
-        pos_pixels, neg_pixels = pixels[sub], neg_pixels[sub]
-    return pos_captions, pos_pixels, neg_captions, neg_pixels
-
-
-def _pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pool scene: its caption's top-k other images, and its image's top-k other scenes' captions."""
-    images = bi.encode_images(pool.pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
-    texts = bi.encode_texts([c[0] for c in pool.captions])
-    sim = texts @ images.T
-    np.fill_diagonal(sim, -np.inf)
-    to_images = np.argpartition(-sim, k, axis=1)[:, :k]
-    to_captions = np.argpartition(-sim.T, k, axis=1)[:, :k]
-    return to_images, to_captions
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:

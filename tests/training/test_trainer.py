@@ -149,7 +149,7 @@ def test_ce_rows_limits_the_cross_encoder_to_a_subset_of_the_batch(
 def test_pool_mined_negatives_train_and_resume_exactly(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
-    from search_backend.training.trainer import _pool_neighbours
+    from search_backend.training.pairs import pool_neighbours
 
     cfg = _cfg(
         tiny_backbone, tiny_model_config, steps=4, pool_negative_rate=1.0, pool_refresh=2, pool_negatives=5
@@ -161,7 +161,7 @@ def test_pool_mined_negatives_train_and_resume_exactly(
     batch_only = train_single(replace(cfg, pool_negative_rate=0.0), tmp_path / "b", pool=pool, progress=False)
     assert not _same(_weights(full), _weights(batch_only))
 
-    to_images, to_captions = _pool_neighbours(full, pool, 5)
+    to_images, to_captions = pool_neighbours(full, pool, 5)
     assert to_images.shape == to_captions.shape == (len(pool), 5)
     own = np.arange(len(pool))[:, None]
     assert not (to_images == own).any() and not (to_captions == own).any()
@@ -189,6 +189,10 @@ def test_bad_config_is_rejected(tmp_path: Path) -> None:
         train(TrainConfig(precision="fp16"), tmp_path)
     with pytest.raises(ValueError, match="ce_rows"):
         train(TrainConfig(ce_rows=-1), tmp_path)
+    with pytest.raises(ValueError, match=r"hard_other_group_rate must be within \[0, 1\], got 1.5"):
+        train(TrainConfig(hard_other_group_rate=1.5), tmp_path)
+    with pytest.raises(ValueError, match="flip_negative_rate must be within"):
+        train(TrainConfig(flip_negative_rate=-0.1), tmp_path)
 
 
 def test_init_from_starts_at_a_saved_model(
@@ -213,7 +217,7 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
 
     from search_backend.data.shapes import mirror_axis
     from search_backend.model.image import images_to_tensor
-    from search_backend.training.trainer import _cross_pairs
+    from search_backend.training.pairs import cross_pairs
 
     rng = np.random.default_rng(3)
     idx = pool.sample(rng, 24)
@@ -222,9 +226,8 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
     flipped = 0
     for rate in (1.0, 0.0):
         cfg = _cfg(tiny_backbone, tiny_model_config, flip_negative_rate=rate)
-        _, _, neg_captions, neg_pixels = _cross_pairs(
-            cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None
-        )
+        pairs = cross_pairs(cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
+        neg_captions, neg_pixels = pairs.neg_captions, pairs.neg_pixels
         for i, scene_index in enumerate(idx):
             axis = mirror_axis(pool.scenes[int(scene_index)])
             if neg_captions[i] != captions[i] or axis is None:

@@ -1,0 +1,153 @@
+"""The cross-encoder's training rows: each positive pair and one negative, by configured strategy.
+
+Every row of a batch is a positive (caption, image) pair. Its negative swaps the image (half the
+rows) or the caption (the other half); what is swapped in comes from, in this order:
+
+1. ``sample_negatives``: mined by the bi-encoder's in-batch similarities (``hard_rate``, of which
+   ``hard_other_group_rate`` from outside the distractor group) or random;
+2. ``text_hard_rate``: a contrast caption of the row's own scene (objects or colours swapped);
+3. ``flip_negative_rate``: the row's own image mirrored along its relation (``shapes.mirror_axis``);
+4. ``pool_negative_rate``: the bi-encoder's top neighbours over the whole training pool;
+5. ``ce_rows``: a subset of the rows, when the cross-encoder should not see them all.
+
+Later strategies overwrite earlier choices for the rows they draw. The random draws happen in
+exactly this order, so a configuration trains to the same weights under a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from search_backend.training.mining import sample_negatives
+
+if TYPE_CHECKING:
+    import torch
+
+    from search_backend.model.base import RetrievalModel
+    from search_backend.training.trainer import TrainConfig, TrainingPool
+
+__all__ = ["CrossPairs", "cross_pairs", "pool_neighbours"]
+
+
+@dataclass
+class CrossPairs:
+    pos_captions: list[str]
+    pos_pixels: torch.Tensor
+    neg_captions: list[str]
+    neg_pixels: torch.Tensor
+
+
+def cross_pairs(
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    captions: list[str],
+    pixels: torch.Tensor,
+    sim: np.ndarray | None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None,
+) -> CrossPairs:
+    """Rows ``idx`` of ``pool`` (with their ``captions`` and prepared ``pixels``) and a negative each.
+
+    ``sim`` is the bi-encoder's caption x image similarity within the batch (``None``: no miner);
+    ``neighbours`` the pool-wide tables of ``pool_neighbours`` when ``pool_negative_rate`` is on.
+    """
+    neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate, cfg.hard_other_group_rate)
+    swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
+    rows = np.arange(len(idx))
+    neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
+    if cfg.text_hard_rate > 0:
+        _contrast_captions(neg_captions, cfg.text_hard_rate, rng, pool, idx, swap_image)
+    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+    if cfg.flip_negative_rate > 0:
+        neg_pixels = _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image)
+    if neighbours is not None:
+        neg_pixels = _pool_swaps(
+            neg_captions, neg_pixels, cfg.pool_negative_rate, rng, pool, idx, swap_image, neighbours
+        )
+    pairs = CrossPairs(captions, pixels, neg_captions, neg_pixels)
+    if 0 < cfg.ce_rows < len(idx):
+        pairs = _subset(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
+    return pairs
+
+
+def _contrast_captions(
+    neg_captions: list[str],
+    rate: float,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    swap_image: np.ndarray,
+) -> None:
+    from search_backend.data.shapes import contrast_caption
+
+    for i in range(len(idx)):
+        if not swap_image[i] and rng.random() < rate:
+            neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
+
+
+def _mirrored_images(
+    neg_pixels: torch.Tensor,
+    pixels: torch.Tensor,
+    rate: float,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    swap_image: np.ndarray,
+) -> torch.Tensor:
+    from search_backend.data.shapes import mirror_axis
+
+    neg_pixels = neg_pixels.clone()
+    for i in range(len(idx)):
+        if swap_image[i] and rng.random() < rate:
+            axis = mirror_axis(pool.scenes[int(idx[i])])
+            if axis is not None:
+                neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
+    return neg_pixels
+
+
+def _pool_swaps(
+    neg_captions: list[str],
+    neg_pixels: torch.Tensor,
+    rate: float,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    swap_image: np.ndarray,
+    neighbours: tuple[np.ndarray, np.ndarray],
+) -> torch.Tensor:
+    from search_backend.model.image import images_to_tensor
+
+    neg_pixels = neg_pixels.clone()
+    for i in range(len(idx)):
+        if rng.random() >= rate:
+            continue
+        pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
+        if swap_image[i]:
+            neg_pixels[i] = images_to_tensor(pool.pixels[pick : pick + 1], int(neg_pixels.shape[-1]))[0]
+        else:
+            neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
+    return neg_pixels
+
+
+def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
+    return CrossPairs(
+        [pairs.pos_captions[int(i)] for i in sub],
+        pairs.pos_pixels[sub],
+        [pairs.neg_captions[int(i)] for i in sub],
+        pairs.neg_pixels[sub],
+    )
+
+
+def pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per pool scene: its caption's top-k other images, and its image's top-k other scenes' captions."""
+    images = bi.encode_images(pool.pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
+    texts = bi.encode_texts([c[0] for c in pool.captions])
+    sim = texts @ images.T
+    np.fill_diagonal(sim, -np.inf)
+    to_images = np.argpartition(-sim, k, axis=1)[:, :k]
+    to_captions = np.argpartition(-sim.T, k, axis=1)[:, :k]
+    return to_images, to_captions
