@@ -8,7 +8,7 @@ training times, parameter counts and the issue's targets as measured (reported, 
 
     .venv/bin/python benchmarks/paper_table.py --out .work/bench --size 1000 --queries 25
 
-This is a benchmark, not a test: it takes about 52 minutes on a 2-core machine (bf16).
+This is a benchmark, not a test: it takes about 58 minutes on a 2-core machine (bf16).
 """
 
 from __future__ import annotations
