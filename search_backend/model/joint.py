@@ -69,8 +69,9 @@ class JointConfig:
 
 
 def _sincos_grid(grid: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column tables (grid, hidden) of unit RMS: sines/cosines of the row index in the
-    first half of the units, of the column index in the second half, at geometric frequencies."""
+    """Row and column tables (grid, hidden): sines/cosines of the row index in the first half of
+    the units, of the column index in the second half, at geometric frequencies; unit RMS over the
+    half each table fills."""
     import torch
 
     half = hidden // 2
