@@ -110,14 +110,19 @@ class Settings:
         return replace(self, **kwargs)
 
 
+def check_choice(what: str, value: str, choices: tuple[str, ...] | dict[str, Any]) -> str:
+    """``value`` if it is one of ``choices``, else a ValueError naming ``what``, it and the choices."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; expected one of {', '.join(choices)}")
+    return value
+
+
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def check_precision(precision: str) -> str:
     """``precision`` if it is one of :data:`PRECISIONS`, else a ValueError naming it."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
-    return precision
+    return check_choice("precision", precision, PRECISIONS)
 
 
 _CHECKS = {"precision": check_precision}

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search_backend.config import check_choice
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -245,8 +247,7 @@ def generate_scenes(
     split: str, size: int, seed: int, *, distractor_rate: float = 0.5
 ) -> list[tuple[Scene, int]]:
     """``size`` placed scenes of ``split`` with distinct keys, as (scene, group id) pairs."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    check_choice("split", split, SPLITS)
     if size < 0:
         raise ValueError(f"size must be >= 0, got {size}")
     rng = np.random.default_rng([seed, list(SPLITS).index(split)])

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search_backend.config import Settings, get_settings
+from search_backend.config import Settings, check_choice, get_settings
 from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
 from search_backend.model.image import build_patch_embedder, images_to_tensor
 from search_backend.runtime import autocast, resolve_precision
@@ -102,11 +102,8 @@ def _torch_modules() -> Any:
                 raise ValueError(
                     f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
                 )
-            if cfg.cross_readout not in CROSS_READOUTS:
-                raise ValueError(
-                    f"unknown cross_readout {cfg.cross_readout!r}; expected one of "
-                    + ", ".join(CROSS_READOUTS)
-                )
+            check_choice("cross_readout", cfg.cross_readout, CROSS_READOUTS)
+            check_choice("position_init", cfg.position_init, POSITION_INITS)
             self.cfg = cfg
             self.backbone = backbone
             hidden = int(backbone.config.hidden_size)
@@ -120,11 +117,6 @@ def _torch_modules() -> Any:
             self.patch_norm = nn.LayerNorm(hidden)
             with torch.no_grad():
                 self.patch_norm.weight.fill_(scale)
-            if cfg.position_init not in POSITION_INITS:
-                raise ValueError(
-                    f"unknown position_init {cfg.position_init!r}; expected one of "
-                    + ", ".join(POSITION_INITS)
-                )
             if cfg.position_init == "sincos":
                 rows, cols = _sincos_grid(cfg.grid, hidden)
                 self.row_embed = nn.Parameter(rows * scale)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from search_backend.config import check_choice
+
 if TYPE_CHECKING:
     import torch
 
@@ -61,11 +63,9 @@ def vsepp_loss(text: torch.Tensor, image: torch.Tensor, margin: float = 0.1) -> 
 def bi_loss(
     name: str, text: torch.Tensor, image: torch.Tensor, log_scale: torch.Tensor, margin: float = 0.1
 ) -> torch.Tensor:
-    if name == "infonce":
+    if check_choice("bi-encoder loss", name, BI_LOSSES) == "infonce":
         return infonce_loss(text, image, log_scale)
-    if name == "vsepp":
-        return vsepp_loss(text, image, margin)
-    raise ValueError(f"unknown bi-encoder loss {name!r}; expected one of {', '.join(BI_LOSSES)}")
+    return vsepp_loss(text, image, margin)
 
 
 def matching_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
@@ -89,8 +89,6 @@ def ranking_loss(pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Te
 
 
 def ce_loss(name: str, pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> torch.Tensor:
-    if name == "bce":
+    if check_choice("cross-encoder loss", name, CE_LOSSES) == "bce":
         return matching_loss(pos_logits, neg_logits)
-    if name == "rank":
-        return ranking_loss(pos_logits, neg_logits)
-    raise ValueError(f"unknown cross-encoder loss {name!r}; expected one of {', '.join(CE_LOSSES)}")
+    return ranking_loss(pos_logits, neg_logits)

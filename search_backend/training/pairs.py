@@ -61,13 +61,11 @@ def cross_pairs(
     neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
     if cfg.text_hard_rate > 0:
         _contrast_captions(neg_captions, cfg.text_hard_rate, rng, pool, idx, swap_image)
-    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]
+    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]  # a copy: rows below are edited in place
     if cfg.flip_negative_rate > 0:
-        neg_pixels = _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image)
+        _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image)
     if neighbours is not None:
-        neg_pixels = _pool_swaps(
-            neg_captions, neg_pixels, cfg.pool_negative_rate, rng, pool, idx, swap_image, neighbours
-        )
+        _pool_swaps(neg_captions, neg_pixels, cfg.pool_negative_rate, rng, pool, idx, swap_image, neighbours)
     pairs = CrossPairs(captions, pixels, neg_captions, neg_pixels)
     if 0 < cfg.ce_rows < len(idx):
         pairs = _subset(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
@@ -97,16 +95,14 @@ def _mirrored_images(
     pool: TrainingPool,
     idx: np.ndarray,
     swap_image: np.ndarray,
-) -> torch.Tensor:
+) -> None:
     from search_backend.data.shapes import mirror_axis
 
-    neg_pixels = neg_pixels.clone()
     for i in range(len(idx)):
         if swap_image[i] and rng.random() < rate:
             axis = mirror_axis(pool.scenes[int(idx[i])])
             if axis is not None:
                 neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
-    return neg_pixels
 
 
 def _pool_swaps(
@@ -118,10 +114,9 @@ def _pool_swaps(
     idx: np.ndarray,
     swap_image: np.ndarray,
     neighbours: tuple[np.ndarray, np.ndarray],
-) -> torch.Tensor:
+) -> None:
     from search_backend.model.image import images_to_tensor
 
-    neg_pixels = neg_pixels.clone()
     for i in range(len(idx)):
         if rng.random() >= rate:
             continue
@@ -130,7 +125,6 @@ def _pool_swaps(
             neg_pixels[i] = images_to_tensor(pool.pixels[pick : pick + 1], int(neg_pixels.shape[-1]))[0]
         else:
             neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
-    return neg_pixels
 
 
 def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:

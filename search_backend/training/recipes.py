@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from search_backend.config import check_choice
 from search_backend.training.trainer import SETUPS, TrainConfig
 
 __all__ = ["default_recipe"]
@@ -18,8 +19,7 @@ def default_recipe(setup: str = "joint", *, seed: int = 0) -> TrainConfig:
     mined by the bi-encoder (two thirds of those from outside the row's distractor group: partial
     matches) and 25% random.
     """
-    if setup not in SETUPS:
-        raise ValueError(f"unknown set-up {setup!r}; expected one of {', '.join(SETUPS)}")
+    check_choice("set-up", setup, SETUPS)
     return TrainConfig(
         setup=setup,
         seed=seed,

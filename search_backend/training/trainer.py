@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_backend.config import check_choice
 from search_backend.model.joint import JointConfig, JointModel
 from search_backend.runtime import autocast, check_precision, configure_torch
 from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
@@ -91,19 +92,12 @@ class TrainConfig:
     """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
 
     def validate(self) -> None:
-        if self.setup not in SETUPS:
-            raise ValueError(f"unknown set-up {self.setup!r}; expected one of {', '.join(SETUPS)}")
-        if self.bi_loss not in BI_LOSSES:
-            raise ValueError(
-                f"unknown bi-encoder loss {self.bi_loss!r}; expected one of {', '.join(BI_LOSSES)}"
-            )
+        check_choice("set-up", self.setup, SETUPS)
+        check_choice("bi-encoder loss", self.bi_loss, BI_LOSSES)
         if self.steps < 1 or self.batch_size < 2:
             raise ValueError("steps must be >= 1 and batch_size >= 2")
         check_precision(self.precision)
-        if self.ce_loss not in CE_LOSSES:
-            raise ValueError(
-                f"unknown cross-encoder loss {self.ce_loss!r}; expected one of {', '.join(CE_LOSSES)}"
-            )
+        check_choice("cross-encoder loss", self.ce_loss, CE_LOSSES)
         for name in _RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
