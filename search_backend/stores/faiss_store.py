@@ -72,8 +72,10 @@ def _read_dim(conn: sqlite3.Connection) -> int:
 
 
 def _connect(path: Path, timeout: float = 30.0) -> sqlite3.Connection:
+    # WAL is set once, when the database is created (it is a property of the file): switching the
+    # journal mode on every connect raced with another process closing its last connection and
+    # failed at once with "database is locked", without waiting for the busy timeout.
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
 
@@ -165,6 +167,7 @@ class FaissStore:
         tmp = folder / "store.db.tmp"
         tmp.unlink(missing_ok=True)
         with closing(sqlite3.connect(tmp)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
             conn.execute("INSERT INTO meta VALUES ('dim', ?), ('changes', '0')", (str(dim),))
             conn.commit()

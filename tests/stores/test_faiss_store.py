@@ -112,8 +112,13 @@ def _writer(root: str, start: int) -> None:
 
 
 def test_two_processes_write_one_collection(tmp_path: Path) -> None:
+    import sqlite3
+    from contextlib import closing
+
     store = FaissStore(tmp_path)
     store.create_collection("shared", 8)
+    with closing(sqlite3.connect(tmp_path / "shared" / "store.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # set once, at creation
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), s)) for s in (1, 2)]
     for p in procs:
