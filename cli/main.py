@@ -64,6 +64,14 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) ->
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bi-loss", type=click.Choice(["infonce", "vsepp"]), default=None)
 @click.option("--backbone", default="", help="Local HF checkpoint folder (default: bundled MiniLM-L6).")
+@click.option(
+    "--set",
+    "assignments",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe setting (repeatable): a TrainConfig field such as hard_rate=0.5, "
+    "or model.FIELD for the model, such as model.patch_size=16.",
+)
 @click.option("--no-resume", is_flag=True, help="Ignore an existing checkpoint in --out.")
 @handle_errors
 def train(
@@ -74,19 +82,17 @@ def train(
     seed: int,
     bi_loss: str | None,
     backbone: str,
+    assignments: tuple[str, ...],
     no_resume: bool,
 ) -> None:
     """Train a model on the shapes train split (resumes from a checkpoint in --out)."""
     from search_backend.config import get_settings
-    from search_backend.training.recipes import default_recipe
+    from search_backend.training.recipes import default_recipe, with_overrides
     from search_backend.training.trainer import train as run_train
 
-    cfg = default_recipe(setup, seed=seed)
-    overrides = {"steps": steps, "batch_size": batch_size, "bi_loss": bi_loss}
-    for key, value in overrides.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    cfg.backbone = backbone
+    options = {"steps": steps, "batch_size": batch_size, "bi_loss": bi_loss, "backbone": backbone}
+    given = [f"{key}={value}" for key, value in options.items() if value is not None]
+    cfg = with_overrides(default_recipe(setup, seed=seed), given + list(assignments))
     if out is None:
         if setup != "joint":
             raise click.UsageError(

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
+from typing import Any
+
 from search_backend.config import check_choice
+from search_backend.model.joint import JointConfig
 from search_backend.training.trainer import SETUPS, TrainConfig
 
-__all__ = ["default_recipe"]
+__all__ = ["default_recipe", "with_overrides"]
+
+_NOT_SETTABLE = {"setup", "model"}
+_MODEL_NOT_SETTABLE = {"trained", "backbone"}
 
 
 def default_recipe(setup: str = "joint", *, seed: int = 0) -> TrainConfig:
@@ -29,3 +36,43 @@ def default_recipe(setup: str = "joint", *, seed: int = 0) -> TrainConfig:
         hard_rate=0.75,
         hard_other_group_rate=0.67,
     )
+
+
+def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
+    """``cfg`` with ``KEY=VALUE`` assignments applied (what ``xmr train --set`` takes).
+
+    ``KEY`` is a :class:`TrainConfig` field (``steps=300``, ``hard_rate=0.5``) or ``model.`` and a
+    :class:`JointConfig` field (``model.patch_size=16``); ``VALUE`` is read as that field's type.
+    The result is validated, so a bad value fails here, naming the key.
+    """
+    train_fields = {f.name: f for f in fields(TrainConfig) if f.name not in _NOT_SETTABLE}
+    model_fields = {f.name: f for f in fields(JointConfig) if f.name not in _MODEL_NOT_SETTABLE}
+    top: dict[str, Any] = {}
+    model = dict(cfg.model)
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+        if key.startswith("model."):
+            name = key.removeprefix("model.")
+            check_choice("model setting", name, tuple(model_fields))
+            default = model.get(name, getattr(JointConfig(), name))
+            model[name] = _parse(key, raw.strip(), default)
+        else:
+            check_choice("training setting", key, tuple(train_fields))
+            top[key] = _parse(key, raw.strip(), getattr(cfg, key))
+    out = replace(cfg, **top, model=model)
+    out.validate()
+    return out
+
+
+def _parse(key: str, raw: str, like: object) -> object:
+    """``raw`` as the type of ``like`` (int, float or str)."""
+    for kind, what in ((int, "an integer"), (float, "a number")):
+        if isinstance(like, kind):
+            try:
+                return kind(raw)
+            except ValueError:
+                raise ValueError(f"{key}={raw!r}: expected {what}") from None
+    return raw

@@ -125,3 +125,10 @@ def test_eval_karpathy_split(runner: CliRunner, tiny_model: JointModel, tmp_path
     out = runner.invoke(xmr, args)
     assert out.exit_code == 0, out.output
     assert json.loads(out.stdout.strip().splitlines()[-1])["n_images"] == 3
+
+
+def test_train_set_rejects_an_unknown_setting_before_training(runner: CliRunner, tmp_path: Path) -> None:
+    out = runner.invoke(xmr, ["train", "--out", str(tmp_path / "m"), "--set", "hard_rat=0.5"])
+    assert out.exit_code == 1
+    assert "unknown training setting 'hard_rat'" in out.output
+    assert not (tmp_path / "m").exists()
