@@ -3,9 +3,11 @@
 For caption queries over the shapes test split, compares the bi-encoder's top-1 with the top-1
 after cross-encoder reranking of its top-k, and sorts each miss into: the query's distractor twin
 (by kind), a scene with the same objects in another layout, or another scene (how many objects it
-shares with the query, and whether it has another number of objects).
+shares with the query, and whether it has another number of objects). For a ``cls+pair``
+cross-encoder (joint, or a sep model's) it also reranks by each term of the cross logit alone
+(``JointModel.score_parts``: the CLS head, the pair cosine), to show which part ranks.
 
-    .venv/bin/python benchmarks/rerank_errors.py --model .work/bench2/joint --queries 100
+    .venv/bin/python benchmarks/rerank_errors.py --model .work/bench3/joint --queries 100
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_backend.data.shapes import Scene, make_shapes
 from search_backend.evaluation.distractors import distractor_kind
-from search_backend.model import load_model
+from search_backend.model import JointModel, SepModel, load_model
 from search_backend.runtime import configure_torch
 
 
@@ -50,6 +52,9 @@ def main() -> None:
 
     configure_torch()
     model = load_model(args.model)
+    cross = model.cross if isinstance(model, SepModel) else model
+    parts = cross if isinstance(cross, JointModel) and cross.config.cross_readout == "cls+pair" else None
+    by_part = Counter[str]()
     items = list(make_shapes("test", args.size, args.seed, image_size=64))
     images = [it.image for it in items]
     vectors = model.encode_images(images)
@@ -61,6 +66,10 @@ def main() -> None:
         top = np.argsort(-(vectors @ model.encode_texts([caption])[0]))[: args.k]
         scores = model.score([caption] * len(top), [images[i] for i in top])
         in_top += int(q in top)
+        if parts is not None:
+            cls, pair = parts.score_parts([caption] * len(top), [images[i] for i in top])
+            by_part["CLS head alone"] += int(top[int(np.argmax(cls))] == q)
+            by_part["pair cosine alone"] += int(top[int(np.argmax(pair))] == q)
         for name, pick in (("bi-encoder", int(top[0])), ("reranked", int(top[int(np.argmax(scores))]))):
             label = (
                 "right"
@@ -74,6 +83,10 @@ def main() -> None:
         print(f"\n{name} top-1:")
         for label, c in sorted(counter.items(), key=lambda kv: (kv[0] != "right", kv[0])):
             print(f"  {c:4d}  {label}")
+    if parts is not None:
+        print("\nreranked top-1 right, by one term of the cross logit:")
+        for label in ("CLS head alone", "pair cosine alone"):
+            print(f"  {by_part[label]:4d}  {label}")
 
 
 if __name__ == "__main__":

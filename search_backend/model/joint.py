@@ -208,22 +208,26 @@ def _torch_modules() -> Any:
             return self._head(self.image_proj, hidden.float().mean(1), normalize=True)
 
         # -- cross mode ---------------------------------------------------------------------
-        def cross_logits(self, ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        def cross_hidden(self, ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+            """The cross pass's hidden states: ``ids``' text tokens first, then the patches."""
             temb, ttypes, tpos = self._text_inputs(ids)
             pemb, ptypes, ppos = self._patch_inputs(pixels)
             emb = torch.cat([temb, pemb], dim=1)
             full_mask = torch.cat(
                 [mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1
             )
-            hidden = self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
-            logit = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
-            if self.cfg.cross_readout == "cls+pair":
-                n = ids.shape[1]
-                hidden = hidden.float()
-                t = self._head(self.text_proj, self._mean_pool(hidden[:, :n], mask), normalize=True)
-                v = self._head(self.image_proj, hidden[:, n:].mean(1), normalize=True)
-                logit = logit + self.pair_scale * (t * v).sum(-1)
-            return logit
+            return self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
+
+        def cross_parts(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """The two terms of the cross logit: the CLS head's and the pair cosine's (0 for ``cls``)."""
+            cls = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
+            if self.cfg.cross_readout != "cls+pair":
+                return cls, torch.zeros_like(cls)
+            n = mask.shape[1]
+            hidden = hidden.float()
+            t = self._head(self.text_proj, self._mean_pool(hidden[:, :n], mask), normalize=True)
+            v = self._head(self.image_proj, hidden[:, n:].mean(1), normalize=True)
+            return cls, self.pair_scale * (t * v).sum(-1)
 
     return JointNet
 
@@ -355,20 +359,34 @@ class JointModel:
         batch_size: int | None = None,
     ) -> np.ndarray:
         """``score`` that also takes already-prepared pixel tensors (N, 3, S, S)."""
+        cls, pair = self.score_parts(texts, images, batch_size=batch_size)
+        return cls + pair
+
+    def score_parts(
+        self,
+        texts: list[str],
+        images: list[Image.Image] | np.ndarray | torch.Tensor,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The two terms of ``score``: the CLS head's and the pair cosine's (zeros for ``cls``).
+
+        A diagnostic: which part of the cross-encoder ranks what (``benchmarks/rerank_errors.py``).
+        """
         import torch
 
         bs = batch_size or self.score_batch_size
-        out = np.zeros(len(texts), dtype=np.float32)
+        cls = np.zeros(len(texts), dtype=np.float32)
+        pair = np.zeros(len(texts), dtype=np.float32)
         self.net.eval()
         with torch.inference_mode(), autocast(self.precision):
             for s in range(0, len(texts), bs):
                 chunk = images[s : s + bs]
                 pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
                 tok = self.tokenize(texts[s : s + bs])
-                out[s : s + bs] = (
-                    self.net.cross_logits(tok["input_ids"], tok["attention_mask"], pixels).float().numpy()
-                )
-        return out
+                hidden = self.net.cross_hidden(tok["input_ids"], tok["attention_mask"], pixels)
+                c, p = self.net.cross_parts(hidden, tok["attention_mask"])
+                cls[s : s + bs], pair[s : s + bs] = c.float().numpy(), p.float().numpy()
+        return cls, pair
 
 
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:

@@ -34,6 +34,8 @@ __all__ = ["CrossPairs", "cross_pairs", "pool_neighbours"]
 
 @dataclass
 class CrossPairs:
+    rows: np.ndarray
+    """The batch rows (positions in ``idx``) the positives come from."""
     pos_captions: list[str]
     pos_pixels: torch.Tensor
     neg_captions: list[str]
@@ -66,7 +68,7 @@ def cross_pairs(
         _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image)
     if neighbours is not None:
         _pool_swaps(neg_captions, neg_pixels, cfg.pool_negative_rate, rng, pool, idx, swap_image, neighbours)
-    pairs = CrossPairs(captions, pixels, neg_captions, neg_pixels)
+    pairs = CrossPairs(rows, captions, pixels, neg_captions, neg_pixels)
     if 0 < cfg.ce_rows < len(idx):
         pairs = _subset(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
     return pairs
@@ -129,6 +131,7 @@ def _pool_swaps(
 
 def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
     return CrossPairs(
+        pairs.rows[sub],
         [pairs.pos_captions[int(i)] for i in sub],
         pairs.pos_pixels[sub],
         [pairs.neg_captions[int(i)] for i in sub],

@@ -28,6 +28,7 @@ import numpy as np
 from search_backend.config import check_choice
 from search_backend.model.joint import JointConfig, JointModel
 from search_backend.runtime import autocast, check_precision, configure_torch
+from search_backend.training.grounding import build_grounding_head, grounding_loss, grounding_targets
 from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
 from search_backend.training.pairs import cross_pairs, pool_neighbours
 
@@ -57,6 +58,10 @@ class TrainConfig:
     ce_weight: float = 1.0
     ce_loss: str = "bce"
     """``bce`` (binary matching loss) or ``rank`` (each positive above its own negative)."""
+    cls_weight: float = 0.0
+    """Weight of a second matching loss on the CLS head's term alone (``cls+pair`` readout): the
+    pair cosine can satisfy the matching loss by itself, leaving the CLS head, the part that reads
+    cross-attention, untrained. 0: off."""
     hard_rate: float = 0.5
     hard_other_group_rate: float = 0.0
     """Share of the mined hard negatives taken from outside the row's distractor group (the
@@ -76,6 +81,9 @@ class TrainConfig:
     """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
     neighbours over the whole training pool (what reranking actually sees: scenes sharing some
     objects), instead of from the batch. Needs a bi-encoder: ``joint`` or a ``miner``."""
+    ground_weight: float = 0.0
+    """Weight of the grounding loss (``training.grounding``): in each positive pair's cross pass,
+    every word of an object mention predicts the patch row and column of its object. 0: off."""
     pool_negatives: int = 20
     pool_refresh: int = 100
     """Steps between two re-embeddings of the pool for ``pool_negative_rate``."""
@@ -101,6 +109,9 @@ class TrainConfig:
         for name in _RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        for name in ("ground_weight", "cls_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ce_rows < 0:
             raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
 
@@ -134,11 +145,12 @@ class TrainingPool:
         return np.array(picked[:batch_size], dtype=np.int64)
 
 
-def _optimizer(model: JointModel, cfg: TrainConfig) -> tuple[Any, Any]:
+def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
+    """AdamW with the backbone at ``lr_backbone`` and new modules (and ``extra`` ones) at ``lr_new``."""
     import torch
 
     backbone: list[Any] = []
-    new: list[Any] = []
+    new: list[Any] = list(extra)
     for name, p in model.net.named_parameters():
         (backbone if name.startswith("backbone.") else new).append(p)
     opt = torch.optim.AdamW(
@@ -253,7 +265,12 @@ def train_single(
             else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
         )
         state, start = {}, 0
-    opt, sched = _optimizer(model, cfg)
+    ground_head = None
+    if do_ce and cfg.ground_weight > 0:
+        ground_head = build_grounding_head(model.net.hidden, model.config.grid)
+        if state:
+            ground_head.load_state_dict(state["ground_head"])
+    opt, sched = _optimizer(model, cfg, list(ground_head.parameters()) if ground_head else [])
     if state:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -295,13 +312,30 @@ def train_single(
             pairs = cross_pairs(cfg, rng, pool, idx, captions, pixels, sim, neighbours)
             ctok = model.tokenize(pairs.pos_captions + pairs.neg_captions)
             with autocast(cfg.precision):
-                logits = net.cross_logits(
+                hidden = net.cross_hidden(
                     ctok["input_ids"], ctok["attention_mask"], torch.cat([pairs.pos_pixels, pairs.neg_pixels])
                 )
+                cls, pair = net.cross_parts(hidden, ctok["attention_mask"])
+            logits = cls + pair
             n_pos = len(pairs.pos_captions)
             lc = ce_loss(cfg.ce_loss, logits[:n_pos], logits[n_pos:])
             loss = loss + cfg.ce_weight * lc
             logs["ce"] = lc.item()
+            if cfg.cls_weight > 0:
+                lcls = ce_loss(cfg.ce_loss, cls[:n_pos], cls[n_pos:])
+                loss = loss + cfg.cls_weight * lcls
+                logs["cls"] = lcls.item()
+            if ground_head is not None:
+                targets = grounding_targets(
+                    model.tokenizer,
+                    pairs.pos_captions,
+                    [pool.scenes[int(idx[r])] for r in pairs.rows],
+                    model.config.grid,
+                    model.config.max_text_len,
+                )
+                lg = grounding_loss(ground_head, hidden[:n_pos], targets)
+                loss = loss + cfg.ground_weight * lg
+                logs["ground"] = lg.item()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
@@ -310,7 +344,10 @@ def train_single(
         bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
         done = step + 1
         if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == stop_after):
-            _save_checkpoint(out, model, opt, sched, done, cfg, {"neighbours": neighbours})
+            kept: dict[str, Any] = {"neighbours": neighbours}
+            if ground_head is not None:
+                kept["ground_head"] = ground_head.state_dict()
+            _save_checkpoint(out, model, opt, sched, done, cfg, kept)
         if done == stop_after and done < cfg.steps:
             net.eval()
             return model

@@ -153,6 +153,10 @@ def test_pair_readout_adds_a_scaled_cosine_and_round_trips(
         pair.net.pair_scale.fill_(3.0)
     delta = pair.score(texts, images) - cls_only.score(texts, images)
     assert np.all(np.abs(delta) <= 3.0 + 1e-5) and np.any(np.abs(delta) > 1e-3)
+    cls, pair_term = pair.score_parts(texts, images)
+    np.testing.assert_allclose(cls, cls_only.score(texts, images), atol=1e-6)  # the shared CLS term
+    np.testing.assert_allclose(pair_term, delta, atol=1e-5)
+    assert not cls_only.score_parts(texts, images)[1].any()  # a cls-only readout has no pair term
     pair.save(tmp_path / "p")
     loaded = load_model(tmp_path / "p")
     assert isinstance(loaded, JointModel) and loaded.config.cross_readout == "cls+pair"

@@ -128,14 +128,14 @@ def test_ce_rows_limits_the_cross_encoder_to_a_subset_of_the_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     net_class = type(JointModel.from_backbone(tiny_backbone).net)
-    original = net_class.cross_logits
+    original = net_class.cross_hidden
     rows: list[int] = []
 
     def counting(self, ids, mask, pixels):  # type: ignore[no-untyped-def]
         rows.append(int(pixels.shape[0]))
         return original(self, ids, mask, pixels)
 
-    monkeypatch.setattr(net_class, "cross_logits", counting)
+    monkeypatch.setattr(net_class, "cross_hidden", counting)
     cfg = _cfg(tiny_backbone, tiny_model_config, steps=3, ce_rows=2)
     a = train_single(cfg, tmp_path / "a", pool=pool, progress=False)
     assert rows == [4, 4, 4]  # 2 positives + 2 negatives per step, out of a batch of 6
@@ -236,3 +236,15 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
             assert torch.equal(neg_pixels[i], mirrored) == (rate == 1.0)
             flipped += rate == 1.0
     assert flipped >= 3
+
+
+def test_cls_weight_trains_the_cls_head_on_its_own(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    model = {**tiny_model_config, "cross_readout": "cls+pair"}
+    cfg = _cfg(tiny_backbone, model, steps=3)
+    off = _weights(train_single(cfg, tmp_path / "off", pool=pool, progress=False))
+    on = _weights(train_single(replace(cfg, cls_weight=1.0), tmp_path / "on", pool=pool, progress=False))
+    assert not np.array_equal(off["cross_head.0.weight"], on["cross_head.0.weight"])
+    with pytest.raises(ValueError, match="cls_weight must be >= 0"):
+        replace(cfg, cls_weight=-0.5).validate()

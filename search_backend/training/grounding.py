@@ -1,0 +1,113 @@
+"""Grounding: an auxiliary cross-encoder loss that points caption words at their objects.
+
+In the cross pass of a positive pair, every word of an object mention ("small red circle") is asked
+where that object lies in the image: the patch row and the patch column of its centre, two
+classifications over the grid from the word's hidden state. The word can only answer by attending
+to the right patches, so the loss teaches exactly what the matching loss learns slowly from a few
+twin negatives: which patches an attribute phrase binds to and where they are. Spatial relations
+then reduce to comparing positions that the mentioned words already carry.
+
+The targets come from the ``shapes`` scene behind each caption (``Scene.objects`` centres); the
+head is a training-only linear layer (kept in checkpoints, not in the saved model). Captions whose
+mentions cannot be resolved to exactly one object contribute nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from search_backend.data.shapes import COLOURS, SHAPES
+
+if TYPE_CHECKING:
+    import torch
+
+    from search_backend.data.shapes import Scene
+
+__all__ = ["GroundingTargets", "build_grounding_head", "grounding_loss", "grounding_targets", "mentions"]
+
+_SIZE_OF = {"small": "small", "little": "small", "large": "large", "big": "large"}
+_MENTION = re.compile(
+    r"\b(?:(" + "|".join(_SIZE_OF) + r") )?(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b"
+)
+
+
+def mentions(caption: str, scene: Scene) -> list[tuple[int, int, int]]:
+    """Object mentions in ``caption``: (first char, end char, index of the object in ``scene``).
+
+    A mention is ``[size] colour shape``; one that fits no object, or several, is left out.
+    """
+    found: list[tuple[int, int, int]] = []
+    for m in _MENTION.finditer(caption):
+        size = _SIZE_OF.get(m.group(1) or "")
+        fits = [
+            k
+            for k, o in enumerate(scene.objects)
+            if o.colour == m.group(2) and o.shape == m.group(3) and (size is None or o.size == size)
+        ]
+        if len(fits) == 1:
+            found.append((m.start(), m.end(), fits[0]))
+    return found
+
+
+@dataclass
+class GroundingTargets:
+    """Flat lists over every grounded token of a batch of captions."""
+
+    rows: torch.Tensor
+    """Which caption (row of the batch) each token belongs to."""
+    tokens: torch.Tensor
+    """The token's position in that caption's tokenisation."""
+    patch_row: torch.Tensor
+    patch_col: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.rows.shape[0])
+
+
+def grounding_targets(
+    tokenizer: Any, captions: list[str], scenes: list[Scene], grid: int, max_len: int
+) -> GroundingTargets:
+    """The grid cell of the object behind every token of every mention in ``captions``.
+
+    ``tokenizer`` and ``max_len`` must be those the cross pass tokenises with (right padding, so
+    token positions do not depend on the batch).
+    """
+    import torch
+
+    enc = tokenizer(captions, truncation=True, max_length=max_len)
+    out: list[tuple[int, int, int, int]] = []
+    for b, (caption, scene) in enumerate(zip(captions, scenes, strict=True)):
+        for start, end, k in mentions(caption, scene):
+            obj = scene.objects[k]
+            cell = (min(int(obj.cy * grid), grid - 1), min(int(obj.cx * grid), grid - 1))
+            tokens = {enc.char_to_token(b, c) for c in range(start, end) if not caption[c].isspace()}
+            out.extend((b, t, *cell) for t in sorted(t for t in tokens if t is not None))
+    cols = list(zip(*out, strict=True)) if out else [(), (), (), ()]
+    rows, toks, prow, pcol = (torch.tensor(c, dtype=torch.long) for c in cols)
+    return GroundingTargets(rows, toks, prow, pcol)
+
+
+def build_grounding_head(hidden: int, grid: int) -> torch.nn.Module:
+    """Token state -> ``grid`` row logits followed by ``grid`` column logits."""
+    from torch import nn
+
+    return nn.Linear(hidden, 2 * grid)
+
+
+def grounding_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: GroundingTargets) -> torch.Tensor:
+    """Mean of the row and column cross-entropies over the grounded tokens (0 if there are none).
+
+    ``hidden``: the cross pass's states (batch, tokens, width) for the captions of ``targets``.
+    """
+    import torch
+    from torch.nn.functional import cross_entropy
+
+    if len(targets) == 0:
+        return hidden.sum() * 0.0
+    with torch.autocast("cpu", enabled=False):
+        logits = head(hidden[targets.rows, targets.tokens].float())
+    grid = logits.shape[-1] // 2
+    rows = cross_entropy(logits[:, :grid], targets.patch_row)
+    return (rows + cross_entropy(logits[:, grid:], targets.patch_col)) / 2
