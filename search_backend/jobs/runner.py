@@ -174,18 +174,15 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
 
     done = [w for w in work if w.error is None]
     failed = [w for w in work if w.error is not None]
-    with session_scope(engine) as s:
-        for w in done:
+    now = utcnow()
+    with session_scope(engine) as s:  # one bulk UPDATE by primary key per outcome, not one per item
+        if done:
+            ok = {"status": "done", "error": None, "updated_at": now}
+            s.execute(update(Item), [{"id": w.item_id, "checksum": w.checksum, **ok} for w in done])
+        if failed:
             s.execute(
-                update(Item)
-                .where(Item.id == w.item_id)
-                .values(status="done", error=None, checksum=w.checksum, updated_at=utcnow())
-            )
-        for w in failed:
-            s.execute(
-                update(Item)
-                .where(Item.id == w.item_id)
-                .values(status="failed", error=w.error, updated_at=utcnow())
+                update(Item),
+                [{"id": w.item_id, "status": "failed", "error": w.error, "updated_at": now} for w in failed],
             )
     finish_job(engine, job_id)
     return BatchResult(job_id, batch, len(done), len(failed))
