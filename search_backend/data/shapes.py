@@ -33,6 +33,7 @@ __all__ = [
     "RELATIONS",
     "SHAPES",
     "SIZES",
+    "SIZE_WORDS",
     "SPLITS",
     "Scene",
     "ShapeObject",
@@ -69,7 +70,8 @@ _REL_WORDS = {
     "above": ("above", "over"),
     "below": ("below", "under", "beneath"),
 }
-_SIZE_WORDS = {"small": ("small", "little"), "large": ("large", "big")}
+SIZE_WORDS: dict[str, tuple[str, ...]] = {"small": ("small", "little"), "large": ("large", "big")}
+"""Size -> the words captions use for it."""
 _BACKGROUND = (38, 38, 42)
 
 
@@ -283,7 +285,7 @@ def generate_scenes(
 
 
 def _phrase(obj: ShapeObject, rng: np.random.Generator) -> str:
-    words = _SIZE_WORDS[obj.size]
+    words = SIZE_WORDS[obj.size]
     return f"{words[rng.integers(len(words))]} {obj.colour} {obj.shape}"
 
 

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from search_backend.data.shapes import COLOURS, SHAPES
+from search_backend.data.shapes import COLOURS, SHAPES, SIZE_WORDS
 
 if TYPE_CHECKING:
     import torch
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = ["GroundingTargets", "build_grounding_head", "grounding_loss", "grounding_targets", "mentions"]
 
-_SIZE_OF = {"small": "small", "little": "small", "large": "large", "big": "large"}
+_SIZE_OF = {word: size for size, words in SIZE_WORDS.items() for word in words}
 _MENTION = re.compile(
     r"\b(?:(" + "|".join(_SIZE_OF) + r") )?(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b"
 )
