@@ -45,8 +45,8 @@ def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
     :class:`JointConfig` field (``model.patch_size=16``); ``VALUE`` is read as that field's type.
     The result is validated, so a bad value fails here, naming the key.
     """
-    train_fields = {f.name: f for f in fields(TrainConfig) if f.name not in _NOT_SETTABLE}
-    model_fields = {f.name: f for f in fields(JointConfig) if f.name not in _MODEL_NOT_SETTABLE}
+    train_fields = tuple(f.name for f in fields(TrainConfig) if f.name not in _NOT_SETTABLE)
+    model_fields = tuple(f.name for f in fields(JointConfig) if f.name not in _MODEL_NOT_SETTABLE)
     top: dict[str, Any] = {}
     model = dict(cfg.model)
     for item in assignments:
@@ -56,11 +56,11 @@ def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         if key.startswith("model."):
             name = key.removeprefix("model.")
-            check_choice("model setting", name, tuple(model_fields))
+            check_choice("model setting", name, model_fields)
             default = model.get(name, getattr(JointConfig(), name))
             model[name] = _parse(key, raw.strip(), default)
         else:
-            check_choice("training setting", key, tuple(train_fields))
+            check_choice("training setting", key, train_fields)
             top[key] = _parse(key, raw.strip(), getattr(cfg, key))
     out = replace(cfg, **top, model=model)
     out.validate()
