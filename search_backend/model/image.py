@@ -11,7 +11,19 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["PIXEL_MEAN", "PIXEL_STD", "build_patch_embedder", "images_to_array", "images_to_tensor"]
+__all__ = [
+    "IMAGE_ENCODERS",
+    "PIXEL_MEAN",
+    "PIXEL_STD",
+    "build_image_encoder",
+    "build_patch_embedder",
+    "images_to_array",
+    "images_to_tensor",
+]
+
+IMAGE_ENCODERS = ("patches", "efficientnet-lite0")
+"""``patches``: a conv stem learnt from scratch; ``efficientnet-lite0``: the ImageNet-pretrained CNN
+of :mod:`search_backend.model.efficientnet`, cut where its feature grid has one cell per patch."""
 
 PIXEL_MEAN = 0.5
 PIXEL_STD = 0.25
@@ -59,3 +71,38 @@ def build_patch_embedder(patch_size: int, hidden_size: int) -> torch.nn.Module:
             layers.append(nn.GELU())
         c_in = c_out
     return nn.Sequential(*layers)
+
+
+def build_image_encoder(
+    encoder: str,
+    *,
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    resolution: int = 0,
+    pretrained: bool = True,
+) -> torch.nn.Module:
+    """Normalised pixels (B, 3, S, S) -> (B, hidden_size, g, g), S = image_size, g = S / patch_size.
+
+    ``patches`` uses :func:`build_patch_embedder`. ``efficientnet-lite0`` resizes the image to
+    ``resolution`` (0: ``image_size``) and takes the CNN's features at stride ``resolution / g``
+    (8, 16 or 32); ``pretrained`` loads the packaged ImageNet weights (False when a saved model
+    restores its own).
+    """
+    from search_backend.config import check_choice
+
+    check_choice("image encoder", encoder, IMAGE_ENCODERS)
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}")
+    if encoder == "patches":
+        return build_patch_embedder(patch_size, hidden_size)
+    from search_backend.model.efficientnet import LITE0_STAGES, build_efficientnet_lite0
+
+    grid = image_size // patch_size
+    side = resolution or image_size
+    if side % grid or side // grid not in LITE0_STAGES:
+        raise ValueError(
+            f"efficientnet-lite0 needs encoder_resolution / grid in 8, 16, 32; got {side} / {grid} "
+            f"(grid = image_size {image_size} / patch_size {patch_size})"
+        )
+    return build_efficientnet_lite0(side // grid, side, hidden_size, pretrained=pretrained)

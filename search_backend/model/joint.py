@@ -21,7 +21,7 @@ import numpy as np
 
 from search_backend.config import Settings, check_choice, get_settings
 from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
-from search_backend.model.image import build_patch_embedder, images_to_tensor
+from search_backend.model.image import IMAGE_ENCODERS, build_image_encoder, images_to_tensor
 from search_backend.runtime import autocast, resolve_precision
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CROSS_READOUTS", "POSITION_INITS", "JointConfig", "JointModel", "build_joint_model"]
 
-CROSS_READOUTS = ("cls", "cls+pair")
+CROSS_READOUTS = ("cls", "cls+pair", "residual")
 POSITION_INITS = ("random", "sincos")
 
 _WEIGHTS = "model.safetensors"
@@ -49,11 +49,26 @@ class JointConfig:
     ``sincos`` (rows in the first half of the hidden units, columns in the second, as sines and
     cosines of the coordinate: order and distance are readable from the start, so spatial
     relations need not be discovered from scratch). Only the initialisation differs."""
+    image_encoder: str = "patches"
+    """``patches`` (a conv stem learnt from scratch) or ``efficientnet-lite0`` (ImageNet-pretrained
+    CNN features, one grid cell per patch; see :func:`search_backend.model.image.build_image_encoder`)."""
+    encoder_resolution: int = 0
+    """Side the image is resized to before a CNN encoder (0: ``image_size``); the CNN's feature
+    stride is ``encoder_resolution / grid``. Ignored by ``patches``."""
     cross_readout: str = "cls"
     """How cross mode turns its hidden states into a logit: ``cls`` (relevance head on the CLS
     state) or ``cls+pair`` (that, plus a learned multiple of the cosine between the cross pass's
     mean-pooled text states and mean-pooled patch states, projected by the twin-mode projections:
-    the matching that the bi-encoder loss teaches is then readable by the cross-encoder too)."""
+    the matching that the bi-encoder loss teaches is then readable by the cross-encoder too), or
+    ``residual`` (the pair's own bi-encoder logit, the twin-mode cosine times the bi-encoder's
+    scale, plus the CLS head's correction: at initialisation the cross-encoder ranks exactly as
+    the bi-encoder does, and training, which sees the twin term as a constant, teaches the
+    cross-attention path only what the bi-encoder gets wrong)."""
+    cross_layers: int = 0
+    """How many of the transformer's top layers cross mode runs on text and image together: 0 (every
+    layer: early fusion) or n (late fusion: text and image pass the lower layers alone, exactly as
+    in twin mode, then the last n layers attend across both). Late fusion shares the lower layers'
+    work with twin mode and across pairs, so a cross pass costs about n / L of an early-fusion one."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -96,12 +111,15 @@ def _torch_modules() -> Any:
     class JointNet(nn.Module):
         """The trainable parameters. ``JointModel`` wraps it with the tokenizer and inference API."""
 
-        def __init__(self, backbone: Any, tokenizer: Any, cfg: JointConfig) -> None:
+        def __init__(
+            self, backbone: Any, tokenizer: Any, cfg: JointConfig, *, pretrained_encoder: bool = False
+        ) -> None:
             super().__init__()
             if cfg.image_size % cfg.patch_size:
                 raise ValueError(
                     f"image_size {cfg.image_size} is not a multiple of patch_size {cfg.patch_size}"
                 )
+            check_choice("image_encoder", cfg.image_encoder, IMAGE_ENCODERS)
             check_choice("cross_readout", cfg.cross_readout, CROSS_READOUTS)
             check_choice("position_init", cfg.position_init, POSITION_INITS)
             self.cfg = cfg
@@ -109,7 +127,14 @@ def _torch_modules() -> Any:
             hidden = int(backbone.config.hidden_size)
             self.hidden = hidden
             self.type_vocab = int(getattr(backbone.config, "type_vocab_size", 0) or 0)
-            self.patch_embed = build_patch_embedder(cfg.patch_size, hidden)
+            self.patch_embed = build_image_encoder(
+                cfg.image_encoder,
+                image_size=cfg.image_size,
+                patch_size=cfg.patch_size,
+                hidden_size=hidden,
+                resolution=cfg.encoder_resolution,
+                pretrained=pretrained_encoder,
+            )
             # Patch vectors and 2-D positions start at the scale of the pretrained word embeddings,
             # so that neither content nor position drowns the other in the embedding LayerNorm
             # (unnormalised conv features are ~10x larger and made spatial relations unlearnable).
@@ -137,6 +162,15 @@ def _torch_modules() -> Any:
             if cfg.cross_readout == "cls+pair":
                 self.pair_scale = nn.Parameter(torch.tensor(10.0))
             self.cls_id = int(tokenizer.cls_token_id)
+            self.n_layers = int(backbone.config.num_hidden_layers)
+            if not 0 <= cfg.cross_layers <= self.n_layers:
+                raise ValueError(f"cross_layers must be within [0, {self.n_layers}], got {cfg.cross_layers}")
+            if cfg.cross_layers and not hasattr(getattr(backbone, "encoder", None), "layer"):
+                raise ValueError(
+                    f"cross_layers > 0 needs a BERT-style backbone (embeddings + encoder.layer); "
+                    f"{type(backbone).__name__} has none"
+                )
+            self.fusion_start = self.n_layers - cfg.cross_layers
 
         # -- building blocks ---------------------------------------------------------------
         def _word_embeddings(self) -> Any:
@@ -154,6 +188,82 @@ def _torch_modules() -> Any:
                 kwargs["token_type_ids"] = types.clamp(max=self.type_vocab - 1)
             return self.backbone(**kwargs).last_hidden_state
 
+        def _embed(self, embeds: torch.Tensor, types: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+            """The backbone's embedding layer (position and type embeddings, LayerNorm) on ``embeds``."""
+            kwargs: dict[str, Any] = {"inputs_embeds": embeds, "position_ids": positions}
+            if self.type_vocab:
+                kwargs["token_type_ids"] = types.clamp(max=self.type_vocab - 1)
+            out: torch.Tensor = self.backbone.embeddings(**kwargs)
+            return out
+
+        def _layers(self, hidden: torch.Tensor, mask: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+            """Transformer layers ``start``..``stop - 1`` on ``hidden`` (padding masked out)."""
+            from transformers.masking_utils import create_bidirectional_mask
+
+            if start >= stop:
+                return hidden
+            mask4d = create_bidirectional_mask(
+                config=self.backbone.config, inputs_embeds=hidden, attention_mask=mask
+            )
+            for layer in self.backbone.encoder.layer[start:stop]:
+                out = layer(hidden, mask4d)
+                hidden = out[0] if isinstance(out, tuple) else out
+            return hidden
+
+        def _states(
+            self,
+            embeds: torch.Tensor,
+            mask: torch.Tensor,
+            types: torch.Tensor,
+            positions: torch.Tensor,
+            final: bool,
+        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            """(states entering the fusion layers, last layer's states); early fusion has no split."""
+            if not self.cfg.cross_layers:
+                return None, self._run(embeds, mask, types, positions)
+            lower = self._layers(self._embed(embeds, types, positions), mask, 0, self.fusion_start)
+            top = self._layers(lower, mask, self.fusion_start, self.n_layers) if final else None
+            return lower, top
+
+        def text_states(
+            self, ids: torch.Tensor, mask: torch.Tensor, *, final: bool = True
+        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            """A text's hidden states where late fusion starts (None for early fusion) and at the top."""
+            emb, types, pos = self._text_inputs(ids)
+            return self._states(emb, mask, types, pos, final)
+
+        def image_states(
+            self, tokens: torch.Tensor, *, final: bool = True
+        ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            """As :meth:`text_states`, for images given as ``image_tokens`` (an image CLS goes first)."""
+            patches, ptypes, ppos = self._patch_inputs(tokens)
+            b = patches.shape[0]
+            cls = self._word_embeddings()(torch.full((b, 1), self.cls_id, device=patches.device))
+            cls = cls + self.modality_embed.weight[1]
+            emb = torch.cat([cls, patches], dim=1)
+            types = torch.cat([ptypes[:, :1], ptypes], dim=1)
+            pos = torch.cat([torch.zeros_like(ppos[:, :1]), ppos], dim=1)
+            mask = torch.ones(emb.shape[:2], dtype=torch.long, device=patches.device)
+            return self._states(emb, mask, types, pos, final)
+
+        def pool_text(self, top: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self._head(self.text_proj, self._mean_pool(top.float(), mask), normalize=True)
+
+        def pool_image(self, top: torch.Tensor) -> torch.Tensor:
+            return self._head(self.image_proj, top.float().mean(1), normalize=True)
+
+        def top_states(self, lower: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            """Late fusion: a single modality's lower states through the top layers (its twin-mode top)."""
+            return self._layers(lower, mask, self.fusion_start, self.n_layers)
+
+        def fuse(
+            self, text_lower: torch.Tensor, mask: torch.Tensor, image_lower: torch.Tensor
+        ) -> torch.Tensor:
+            """Late fusion: the top ``cross_layers`` layers over a text's and an image's lower states."""
+            hidden = torch.cat([text_lower, image_lower], dim=1)
+            ones = torch.ones(image_lower.shape[:2], dtype=mask.dtype, device=mask.device)
+            return self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)
+
         def _text_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             b, n = ids.shape
             emb = self._word_embeddings()(ids) + self.modality_embed.weight[0]
@@ -161,9 +271,11 @@ def _torch_modules() -> Any:
             pos = torch.arange(n, device=ids.device).expand(b, n)
             return emb, types, pos
 
-        def _patch_inputs(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def image_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+            """(B, P, H): each image's patch vectors with their 2-D positions and modality type,
+            ready to enter the transformer (twin or cross mode). A batch's images can be turned into
+            tokens once and shared by every pass that reads them."""
             feats = self.patch_embed(pixels)  # (B, H, g, g)
-            b = feats.shape[0]
             g = self.cfg.grid
             if feats.shape[-1] != g or feats.shape[-2] != g:
                 raise ValueError(
@@ -171,16 +283,25 @@ def _torch_modules() -> Any:
                 )
             feats = self.patch_norm(feats.flatten(2).transpose(1, 2))  # (B, g*g, H)
             pos2d = (self.row_embed[:, None, :] + self.col_embed[None, :, :]).reshape(g * g, -1)
-            emb = feats + pos2d + self.modality_embed.weight[1]
-            p = g * g
-            types = torch.ones(b, p, dtype=torch.long, device=pixels.device)
-            pos = torch.arange(1, p + 1, device=pixels.device).expand(b, p)
-            return emb, types, pos
+            return feats + pos2d + self.modality_embed.weight[1]
+
+        def _tokens(self, pixels: torch.Tensor | None, tokens: torch.Tensor | None) -> torch.Tensor:
+            if tokens is not None:
+                return tokens
+            if pixels is None:
+                raise ValueError("give pixels or image tokens")
+            return self.image_tokens(pixels)
+
+        def _patch_inputs(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            b, p = tokens.shape[:2]
+            types = torch.ones(b, p, dtype=torch.long, device=tokens.device)
+            pos = torch.arange(1, p + 1, device=tokens.device).expand(b, p)
+            return tokens, types, pos
 
         @staticmethod
         def _head(head: nn.Module, x: torch.Tensor, normalize: bool = False) -> torch.Tensor:
             """Projections and heads run in float32 even inside a bfloat16 autocast region."""
-            with torch.autocast("cpu", enabled=False):
+            with torch.autocast(x.device.type, enabled=False):
                 out = head(x.float())
                 return torch.nn.functional.normalize(out, dim=-1) if normalize else out
 
@@ -191,43 +312,65 @@ def _torch_modules() -> Any:
 
         # -- twin mode ----------------------------------------------------------------------
         def embed_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            emb, types, pos = self._text_inputs(ids)
-            hidden = self._run(emb, mask, types, pos)
-            return self._head(self.text_proj, self._mean_pool(hidden.float(), mask), normalize=True)
+            top = self.text_states(ids, mask)[1]
+            assert top is not None
+            return self.pool_text(top, mask)
 
-        def embed_image(self, pixels: torch.Tensor) -> torch.Tensor:
-            patches, ptypes, ppos = self._patch_inputs(pixels)
-            b = patches.shape[0]
-            cls = self._word_embeddings()(torch.full((b, 1), self.cls_id, device=pixels.device))
-            cls = cls + self.modality_embed.weight[1]
-            emb = torch.cat([cls, patches], dim=1)
-            types = torch.cat([ptypes[:, :1], ptypes], dim=1)
-            pos = torch.cat([torch.zeros_like(ppos[:, :1]), ppos], dim=1)
-            mask = torch.ones(emb.shape[:2], dtype=torch.long, device=pixels.device)
-            hidden = self._run(emb, mask, types, pos)
-            return self._head(self.image_proj, hidden.float().mean(1), normalize=True)
+        def embed_image(
+            self, pixels: torch.Tensor | None = None, *, tokens: torch.Tensor | None = None
+        ) -> torch.Tensor:
+            """Twin-mode image vectors from ``pixels``, or from their ``image_tokens``."""
+            top = self.image_states(self._tokens(pixels, tokens))[1]
+            assert top is not None
+            return self.pool_image(top)
 
         # -- cross mode ---------------------------------------------------------------------
-        def cross_hidden(self, ids: torch.Tensor, mask: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
-            """The cross pass's hidden states: ``ids``' text tokens first, then the patches."""
+        def cross_hidden(
+            self,
+            ids: torch.Tensor,
+            mask: torch.Tensor,
+            pixels: torch.Tensor | None = None,
+            *,
+            tokens: torch.Tensor | None = None,
+        ) -> torch.Tensor:
+            """The cross pass's hidden states: ``ids``' text tokens first, then the image's (from
+            ``pixels`` or their ``image_tokens``; late fusion puts the image CLS before the patches)."""
+            tokens = self._tokens(pixels, tokens)
+            if self.cfg.cross_layers:
+                text_lower = self.text_states(ids, mask, final=False)[0]
+                image_lower = self.image_states(tokens, final=False)[0]
+                assert text_lower is not None and image_lower is not None
+                return self.fuse(text_lower, mask, image_lower)
             temb, ttypes, tpos = self._text_inputs(ids)
-            pemb, ptypes, ppos = self._patch_inputs(pixels)
+            pemb, ptypes, ppos = self._patch_inputs(tokens)
             emb = torch.cat([temb, pemb], dim=1)
             full_mask = torch.cat(
                 [mask, torch.ones(ptypes.shape, dtype=mask.dtype, device=mask.device)], dim=1
             )
             return self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
 
-        def cross_parts(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            """The two terms of the cross logit: the CLS head's and the pair cosine's (0 for ``cls``)."""
+        def cross_parts(
+            self, hidden: torch.Tensor, mask: torch.Tensor, twin: torch.Tensor | None = None
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            """The two terms of the cross logit: the CLS head's and the second term (0 for ``cls``;
+            the pair cosine for ``cls+pair``; for ``residual`` the twin-mode cosine ``twin`` of
+            each pair times the bi-encoder's scale, both taken as constants)."""
             cls = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
-            if self.cfg.cross_readout != "cls+pair":
+            if self.cfg.cross_readout == "cls":
                 return cls, torch.zeros_like(cls)
+            if self.cfg.cross_readout == "residual":
+                if twin is None:
+                    raise ValueError("the residual readout needs the pairs' twin-mode cosines")
+                return cls, self.bi_scale().detach() * twin.detach().float()
             n = mask.shape[1]
             hidden = hidden.float()
             t = self._head(self.text_proj, self._mean_pool(hidden[:, :n], mask), normalize=True)
             v = self._head(self.image_proj, hidden[:, n:].mean(1), normalize=True)
             return cls, self.pair_scale * (t * v).sum(-1)
+
+        def bi_scale(self) -> torch.Tensor:
+            """The bi-encoder's logit scale (what its contrastive loss multiplies cosines by)."""
+            return self.logit_scale.exp().clamp(1.0, 100.0)
 
     return JointNet
 
@@ -259,7 +402,7 @@ class JointModel:
         cfg = config or JointConfig()
         cfg.backbone = str(path)
         model, tokenizer = load_backbone(path)
-        return cls(_torch_modules()(model, tokenizer, cfg), tokenizer, cfg)
+        return cls(_torch_modules()(model, tokenizer, cfg, pretrained_encoder=True), tokenizer, cfg)
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_model
@@ -383,10 +526,30 @@ class JointModel:
                 chunk = images[s : s + bs]
                 pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
                 tok = self.tokenize(texts[s : s + bs])
-                hidden = self.net.cross_hidden(tok["input_ids"], tok["attention_mask"], pixels)
-                c, p = self.net.cross_parts(hidden, tok["attention_mask"])
+                tokens = self.net.image_tokens(pixels)
+                twin = None
+                if self.config.cross_readout == "residual":
+                    twin = self._twin_cosines(texts[s : s + bs], tok, tokens)
+                hidden = self.net.cross_hidden(tok["input_ids"], tok["attention_mask"], tokens=tokens)
+                c, p = self.net.cross_parts(hidden, tok["attention_mask"], twin)
                 cls[s : s + bs], pair[s : s + bs] = c.float().numpy(), p.float().numpy()
         return cls, pair
+
+    def _twin_cosines(
+        self, texts: list[str], tok: dict[str, torch.Tensor], tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Twin-mode cosine of each (text, image) pair; a repeated text is embedded once."""
+        import torch
+
+        unique = list(dict.fromkeys(texts))
+        slot = {t: k for k, t in enumerate(unique)}
+        firsts = torch.tensor([texts.index(t) for t in unique])
+        where = torch.tensor([slot[t] for t in texts])
+        ids, mask = tok["input_ids"][firsts], tok["attention_mask"][firsts]
+        width = int(mask.sum(1).max())  # the unique texts may need fewer columns
+        t = self.net.embed_text(ids[:, :width], mask[:, :width])[where]
+        v = self.net.embed_image(tokens=tokens)
+        return (t * v).sum(-1)
 
 
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:

@@ -26,14 +26,16 @@ __all__ = [
     "CE_LOSSES",
     "bi_loss",
     "ce_loss",
+    "cross_loss",
     "infonce_loss",
+    "listwise_loss",
     "matching_loss",
     "ranking_loss",
     "vsepp_loss",
 ]
 
 BI_LOSSES = ("infonce", "vsepp")
-CE_LOSSES = ("bce", "rank")
+CE_LOSSES = ("bce", "rank", "listwise")
 
 
 def infonce_loss(text: torch.Tensor, image: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
@@ -92,3 +94,23 @@ def ce_loss(name: str, pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> to
     if check_choice("cross-encoder loss", name, CE_LOSSES) == "bce":
         return matching_loss(pos_logits, neg_logits)
     return ranking_loss(pos_logits, neg_logits)
+
+
+def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each row's candidates, the positive in column 0 (as reranking
+    one query's top-k asks: the right hit above all the others at once)."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+
+
+def cross_loss(name: str, logits: torch.Tensor) -> torch.Tensor:
+    """The cross-encoder loss ``name`` over (rows, 1 + K) logits, column 0 the positives."""
+    check_choice("cross-encoder loss", name, CE_LOSSES)
+    if name == "listwise":
+        return listwise_loss(logits)
+    pos, neg = logits[:, :1], logits[:, 1:]
+    if name == "rank":
+        return ranking_loss(pos.expand_as(neg), neg)
+    return matching_loss(pos.reshape(-1), neg.T.reshape(-1))

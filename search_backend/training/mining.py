@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sample_negatives"]
+__all__ = ["sample_negative_lists", "sample_negatives"]
 
 
 def sample_negatives(
@@ -50,4 +50,50 @@ def sample_negatives(
                 choice = int(rng.integers(n - 1))
                 choice += choice >= i
             out[i] = choice
+    return neg_img, neg_txt
+
+
+def sample_negative_lists(
+    sim: np.ndarray | None,
+    groups: np.ndarray,
+    rng: np.random.Generator,
+    k: int,
+    hard_rate: float,
+    other_group_rate: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` distinct negatives per row and direction: (images per caption, captions per image), (n, k).
+
+    Each slot is, with probability ``hard_rate``, the best-scoring candidate not yet listed (by
+    ``sim``; with probability ``other_group_rate`` the best outside the row's distractor group;
+    without ``sim``, a same-group mate when one is left), otherwise a random candidate not yet
+    listed. :func:`sample_negatives` is the one-negative form.
+    """
+    n = len(groups)
+    if not 1 <= k < n:
+        raise ValueError(f"need 1 <= negatives < batch rows, got {k} negatives for {n} rows")
+    neg_img = np.empty((n, k), dtype=np.int64)
+    neg_txt = np.empty((n, k), dtype=np.int64)
+    for i in range(n):
+        for out, column in ((neg_img, True), (neg_txt, False)):
+            free = np.ones(n, dtype=bool)
+            free[i] = False
+            row = None if sim is None else (sim[i] if column else sim[:, i]).astype(np.float64)
+            for j in range(k):
+                choice = -1
+                if rng.random() < hard_rate:
+                    allowed = free.copy()
+                    if other_group_rate > 0 and rng.random() < other_group_rate:
+                        others = allowed & (groups != groups[i])
+                        if others.any():
+                            allowed = others
+                    if row is not None:
+                        choice = int(np.argmax(np.where(allowed, row, -np.inf)))
+                    else:
+                        mates = np.flatnonzero(allowed & (groups == groups[i]))
+                        if len(mates):
+                            choice = int(rng.choice(mates))
+                if choice < 0:
+                    choice = int(rng.choice(np.flatnonzero(free)))
+                free[choice] = False
+                out[i, j] = choice
     return neg_img, neg_txt

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search_backend.training.mining import sample_negatives
+from search_backend.training.mining import sample_negative_lists, sample_negatives
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from search_backend.model.base import RetrievalModel
     from search_backend.training.trainer import TrainConfig, TrainingPool
 
-__all__ = ["CrossPairs", "cross_pairs", "pool_neighbours"]
+__all__ = ["CrossPairs", "cross_lists", "cross_pairs", "pool_neighbours"]
 
 
 @dataclass
@@ -40,6 +40,13 @@ class CrossPairs:
     pos_pixels: torch.Tensor
     neg_captions: list[str]
     neg_pixels: torch.Tensor
+    neg_caption_rows: np.ndarray
+    """The batch row whose caption each negative reads; -1 where it is no batch caption (a
+    contrast caption, or one from the pool)."""
+    neg_rows: np.ndarray
+    """The batch row whose image each negative shows (its own row when only the caption is wrong)."""
+    neg_custom: np.ndarray
+    """True where the negative's pixels are not a batch image (mirrored, or from the pool)."""
 
 
 def cross_pairs(
@@ -60,18 +67,56 @@ def cross_pairs(
     neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate, cfg.hard_other_group_rate)
     swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
     rows = np.arange(len(idx))
-    neg_captions = [captions[int(neg_txt[i])] if not swap_image[i] else captions[i] for i in rows]
+    neg_caption_rows = np.where(swap_image, rows, neg_txt)
+    neg_captions = [captions[int(r)] for r in neg_caption_rows]
     if cfg.text_hard_rate > 0:
-        _contrast_captions(neg_captions, cfg.text_hard_rate, rng, pool, idx, swap_image)
-    neg_pixels = pixels[np.where(swap_image, neg_img, rows)]  # a copy: rows below are edited in place
+        _contrast_captions(neg_captions, cfg.text_hard_rate, rng, pool, idx, swap_image, neg_caption_rows)
+    neg_rows = np.where(swap_image, neg_img, rows)
+    neg_pixels = pixels[neg_rows]  # a copy: rows below are edited in place
+    custom = np.zeros(len(idx), dtype=bool)
     if cfg.flip_negative_rate > 0:
-        _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image)
+        _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image, custom)
     if neighbours is not None:
-        _pool_swaps(neg_captions, neg_pixels, cfg.pool_negative_rate, rng, pool, idx, swap_image, neighbours)
-    pairs = CrossPairs(rows, captions, pixels, neg_captions, neg_pixels)
+        _pool_swaps(
+            neg_captions,
+            neg_pixels,
+            cfg.pool_negative_rate,
+            rng,
+            pool,
+            idx,
+            swap_image,
+            neighbours,
+            custom,
+            neg_caption_rows,
+        )
+    pairs = CrossPairs(rows, captions, pixels, neg_captions, neg_pixels, neg_caption_rows, neg_rows, custom)
     if 0 < cfg.ce_rows < len(idx):
         pairs = _subset(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
     return pairs
+
+
+def cross_lists(
+    cfg: TrainConfig, rng: np.random.Generator, groups: np.ndarray, sim: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``cfg.ce_negatives`` in-batch negatives per row, for a listwise cross-encoder loss.
+
+    Half the rows (drawn) keep their caption and list ``K`` wrong images, the others keep their
+    image and list ``K`` wrong captions (:func:`sample_negative_lists`: mined by ``sim`` at
+    ``hard_rate``). Returns (rows, text, image): ``text[r, j]`` / ``image[r, j]`` are batch rows,
+    column 0 the positive. ``ce_rows`` keeps a drawn subset of the rows.
+    """
+    k = cfg.ce_negatives
+    neg_img, neg_txt = sample_negative_lists(sim, groups, rng, k, cfg.hard_rate, cfg.hard_other_group_rate)
+    n = len(groups)
+    rows = np.arange(n)
+    swap_image = rng.random(n) < 0.5
+    own = np.repeat(rows[:, None], k, axis=1)
+    text = np.concatenate([rows[:, None], np.where(swap_image[:, None], own, neg_txt)], axis=1)
+    image = np.concatenate([rows[:, None], np.where(swap_image[:, None], neg_img, own)], axis=1)
+    if 0 < cfg.ce_rows < n:
+        sub = np.sort(rng.permutation(n)[: cfg.ce_rows])
+        rows, text, image = rows[sub], text[sub], image[sub]
+    return rows, text, image
 
 
 def _contrast_captions(
@@ -81,12 +126,16 @@ def _contrast_captions(
     pool: TrainingPool,
     idx: np.ndarray,
     swap_image: np.ndarray,
+    caption_rows: np.ndarray,
 ) -> None:
     from search_backend.data.shapes import contrast_caption
 
     for i in range(len(idx)):
         if not swap_image[i] and rng.random() < rate:
-            neg_captions[i] = contrast_caption(pool.scenes[int(idx[i])], rng) or neg_captions[i]
+            contrast = contrast_caption(pool.scenes[int(idx[i])], rng)
+            if contrast is not None:
+                neg_captions[i] = contrast
+                caption_rows[i] = -1
 
 
 def _mirrored_images(
@@ -97,6 +146,7 @@ def _mirrored_images(
     pool: TrainingPool,
     idx: np.ndarray,
     swap_image: np.ndarray,
+    custom: np.ndarray,
 ) -> None:
     from search_backend.data.shapes import mirror_axis
 
@@ -105,6 +155,7 @@ def _mirrored_images(
             axis = mirror_axis(pool.scenes[int(idx[i])])
             if axis is not None:
                 neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
+                custom[i] = True
 
 
 def _pool_swaps(
@@ -116,6 +167,8 @@ def _pool_swaps(
     idx: np.ndarray,
     swap_image: np.ndarray,
     neighbours: tuple[np.ndarray, np.ndarray],
+    custom: np.ndarray,
+    caption_rows: np.ndarray,
 ) -> None:
     from search_backend.model.image import images_to_tensor
 
@@ -125,8 +178,10 @@ def _pool_swaps(
         pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
         if swap_image[i]:
             neg_pixels[i] = images_to_tensor(pool.pixels[pick : pick + 1], int(neg_pixels.shape[-1]))[0]
+            custom[i] = True
         else:
             neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
+            caption_rows[i] = -1
 
 
 def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
@@ -136,6 +191,9 @@ def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
         pairs.pos_pixels[sub],
         [pairs.neg_captions[int(i)] for i in sub],
         pairs.neg_pixels[sub],
+        pairs.neg_caption_rows[sub],
+        pairs.neg_rows[sub],
+        pairs.neg_custom[sub],
     )
 
 

@@ -68,7 +68,14 @@ def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
 
 
 def _parse(key: str, raw: str, like: object) -> object:
-    """``raw`` as the type of ``like`` (int, float or str)."""
+    """``raw`` as the type of ``like`` (bool, int, float or str)."""
+    if isinstance(like, bool):
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}={raw!r}: expected true or false")
     for kind, what in ((int, "an integer"), (float, "a number")):
         if isinstance(like, kind):
             try:

@@ -27,10 +27,11 @@ import numpy as np
 
 from search_backend.config import check_choice
 from search_backend.model.joint import JointConfig, JointModel
-from search_backend.runtime import autocast, check_precision, configure_torch
-from search_backend.training.grounding import build_grounding_head, grounding_loss, grounding_targets
-from search_backend.training.losses import BI_LOSSES, CE_LOSSES, bi_loss, ce_loss
-from search_backend.training.pairs import cross_pairs, pool_neighbours
+from search_backend.runtime import check_precision, configure_torch
+from search_backend.training.grounding import build_grounding_head
+from search_backend.training.losses import BI_LOSSES, CE_LOSSES
+from search_backend.training.pairs import pool_neighbours
+from search_backend.training.step import StepBatch, step_losses
 
 if TYPE_CHECKING:
     from search_backend.model.base import RetrievalModel
@@ -50,6 +51,11 @@ class TrainConfig:
     batch_size: int = 32
     lr_backbone: float = 1e-4
     lr_new: float = 1e-3
+    lr_image_encoder: float = 0.0
+    """Learning rate of a pretrained image encoder's CNN (``model.image_encoder=efficientnet-lite0``);
+    0: ``lr_backbone``. Its new projection learns at ``lr_new``."""
+    freeze_image_encoder: bool = False
+    """Keep a pretrained image encoder's CNN weights fixed (its projection still learns)."""
     weight_decay: float = 0.01
     warmup_steps: int = 25
     """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
@@ -57,7 +63,11 @@ class TrainConfig:
     margin: float = 0.1
     ce_weight: float = 1.0
     ce_loss: str = "bce"
-    """``bce`` (binary matching loss) or ``rank`` (each positive above its own negative)."""
+    """``bce`` (binary matching loss), ``rank`` (each positive above each of its own negatives) or
+    ``listwise`` (softmax over a row's positive and its ``ce_negatives`` negatives)."""
+    ce_negatives: int = 1
+    """Negatives per positive in the cross-encoder's loss. Above 1, each row lists that many
+    in-batch negatives (mined at ``hard_rate``; ``pairs.cross_lists``) in one cross pass."""
     cls_weight: float = 0.0
     """Weight of a second matching loss on the CLS head's term alone (``cls+pair`` readout): the
     pair cosine can satisfy the matching loss by itself, leaving the CLS head, the part that reads
@@ -112,6 +122,12 @@ class TrainConfig:
         for name in ("ground_weight", "cls_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ce_negatives < 1 or self.ce_negatives >= self.batch_size:
+            raise ValueError(f"ce_negatives must be within [1, batch_size), got {self.ce_negatives}")
+        if self.ce_negatives > 1:
+            for name in ("text_hard_rate", "flip_negative_rate", "pool_negative_rate", "ground_weight"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} works with one negative per positive (ce_negatives=1)")
         if self.ce_rows < 0:
             raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
 
@@ -146,17 +162,27 @@ class TrainingPool:
 
 
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
-    """AdamW with the backbone at ``lr_backbone`` and new modules (and ``extra`` ones) at ``lr_new``."""
+    """AdamW: the backbone at ``lr_backbone``, a pretrained image CNN at ``lr_image_encoder`` (or
+    frozen), new modules (and ``extra`` ones) at ``lr_new``."""
     import torch
 
     backbone: list[Any] = []
+    cnn: list[Any] = []
     new: list[Any] = list(extra)
+    pretrained_cnn = model.config.image_encoder != "patches"
     for name, p in model.net.named_parameters():
-        (backbone if name.startswith("backbone.") else new).append(p)
-    opt = torch.optim.AdamW(
-        [{"params": backbone, "lr": cfg.lr_backbone}, {"params": new, "lr": cfg.lr_new}],
-        weight_decay=cfg.weight_decay,
-    )
+        if name.startswith("backbone."):
+            backbone.append(p)
+        elif pretrained_cnn and name.startswith("patch_embed.cnn."):
+            p.requires_grad_(not cfg.freeze_image_encoder)
+            if not cfg.freeze_image_encoder:
+                cnn.append(p)
+        else:
+            new.append(p)
+    groups = [{"params": backbone, "lr": cfg.lr_backbone}, {"params": new, "lr": cfg.lr_new}]
+    if cnn:
+        groups.append({"params": cnn, "lr": cfg.lr_image_encoder or cfg.lr_backbone})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     warm = max(1, min(cfg.warmup_steps, cfg.steps))
 
     def schedule(step: int) -> float:
@@ -293,49 +319,12 @@ def train_single(
         rng = np.random.default_rng([cfg.seed, step])
         idx = pool.sample(rng, cfg.batch_size)
         captions = [pool.captions[i][int(rng.integers(len(pool.captions[i])))] for i in idx]
-        pixels = images_to_tensor(pool.pixels[idx], model.config.image_size)
-        tok = model.tokenize(captions)
-        loss = torch.zeros(())
-        logs: dict[str, float] = {}
-        sim: np.ndarray | None = None
-        if do_bi:
-            with autocast(cfg.precision):
-                t = net.embed_text(tok["input_ids"], tok["attention_mask"])
-                v = net.embed_image(pixels)
-            lb = bi_loss(cfg.bi_loss, t, v, net.logit_scale, cfg.margin)
-            loss = loss + lb
-            logs["bi"] = lb.item()
-            sim = (t @ v.T).detach().numpy()
-        if do_ce:
-            if miner is not None:
-                sim = miner.encode_texts(captions) @ miner.encode_images(pool.pixels[idx]).T
-            pairs = cross_pairs(cfg, rng, pool, idx, captions, pixels, sim, neighbours)
-            ctok = model.tokenize(pairs.pos_captions + pairs.neg_captions)
-            with autocast(cfg.precision):
-                hidden = net.cross_hidden(
-                    ctok["input_ids"], ctok["attention_mask"], torch.cat([pairs.pos_pixels, pairs.neg_pixels])
-                )
-                cls, pair = net.cross_parts(hidden, ctok["attention_mask"])
-            logits = cls + pair
-            n_pos = len(pairs.pos_captions)
-            lc = ce_loss(cfg.ce_loss, logits[:n_pos], logits[n_pos:])
-            loss = loss + cfg.ce_weight * lc
-            logs["ce"] = lc.item()
-            if cfg.cls_weight > 0:
-                lcls = ce_loss(cfg.ce_loss, cls[:n_pos], cls[n_pos:])
-                loss = loss + cfg.cls_weight * lcls
-                logs["cls"] = lcls.item()
-            if ground_head is not None:
-                targets = grounding_targets(
-                    model.tokenizer,
-                    pairs.pos_captions,
-                    [pool.scenes[int(idx[r])] for r in pairs.rows],
-                    model.config.grid,
-                    model.config.max_text_len,
-                )
-                lg = grounding_loss(ground_head, hidden[:n_pos], targets)
-                loss = loss + cfg.ground_weight * lg
-                logs["ground"] = lg.item()
+        batch = StepBatch(
+            idx, captions, images_to_tensor(pool.pixels[idx], model.config.image_size), pool.pixels[idx]
+        )
+        loss, logs = step_losses(
+            cfg, model, batch, rng, pool, miner=miner, neighbours=neighbours, ground_head=ground_head
+        )
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()

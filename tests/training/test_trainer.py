@@ -131,9 +131,9 @@ def test_ce_rows_limits_the_cross_encoder_to_a_subset_of_the_batch(
     original = net_class.cross_hidden
     rows: list[int] = []
 
-    def counting(self, ids, mask, pixels):  # type: ignore[no-untyped-def]
-        rows.append(int(pixels.shape[0]))
-        return original(self, ids, mask, pixels)
+    def counting(self, ids, mask, pixels=None, *, tokens=None):  # type: ignore[no-untyped-def]
+        rows.append(int(ids.shape[0]))
+        return original(self, ids, mask, pixels, tokens=tokens)
 
     monkeypatch.setattr(net_class, "cross_hidden", counting)
     cfg = _cfg(tiny_backbone, tiny_model_config, steps=3, ce_rows=2)

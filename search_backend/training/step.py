@@ -1,0 +1,228 @@
+"""One training step's losses: the bi-encoder's contrastive loss and the cross-encoder's matching loss.
+
+Everything a step reads is computed once per batch and shared: each image's tokens (the image
+encoder runs once per distinct image), each caption's and image's twin-mode states (the bi-encoder
+loss and the miner use their pooled vectors; late fusion, ``cross_layers > 0``, feeds their lower
+layers' states to the fusion layers of every pair they appear in). The cross-encoder then scores
+``rows x (1 + K)`` candidate pairs, given as indices into a text table (the batch's captions,
+then any extra negative captions) and an image table (the batch's images, then any extra negative
+images): column 0 is each row's positive, the other ``K`` columns its negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from search_backend.runtime import autocast
+from search_backend.training.losses import bi_loss, cross_loss
+from search_backend.training.pairs import cross_lists, cross_pairs
+
+if TYPE_CHECKING:
+    import torch
+
+    from search_backend.model.base import RetrievalModel
+    from search_backend.model.joint import JointModel
+    from search_backend.training.trainer import TrainConfig
+
+__all__ = ["Candidates", "StepBatch", "step_losses"]
+
+
+@dataclass
+class StepBatch:
+    """A batch as the step reads it: which training items, one caption each, prepared pixels."""
+
+    idx: np.ndarray
+    captions: list[str]
+    pixels: torch.Tensor
+    uint8: np.ndarray
+    """The same images as (B, S, S, 3) uint8 (what a separate miner model encodes)."""
+
+
+@dataclass
+class Candidates:
+    """The cross-encoder's pairs: ``text[r, j]`` with ``image[r, j]``; column 0 is row r's positive."""
+
+    rows: np.ndarray
+    text: np.ndarray
+    image: np.ndarray
+    extra_texts: list[str]
+    """Text-table entries after the batch's captions (index B, B+1, ...)."""
+    extra_pixels: torch.Tensor | None
+    """Image-table entries after the batch's images."""
+
+
+def _from_pairs(pairs: Any, batch: int) -> Candidates:
+    """One negative per row (:func:`cross_pairs`) as candidate indices."""
+    import torch
+
+    extra_texts: list[str] = []
+    neg_text = pairs.neg_caption_rows.copy()
+    for i in np.flatnonzero(neg_text < 0):
+        neg_text[i] = batch + len(extra_texts)
+        extra_texts.append(pairs.neg_captions[int(i)])
+    neg_image = pairs.neg_rows.copy()
+    custom = np.flatnonzero(pairs.neg_custom)
+    neg_image[custom] = batch + np.arange(len(custom))
+    extra = pairs.neg_pixels[torch.from_numpy(custom)] if len(custom) else None
+    text = np.stack([pairs.rows, neg_text], axis=1)
+    image = np.stack([pairs.rows, neg_image], axis=1)
+    return Candidates(pairs.rows, text, image, extra_texts, extra)
+
+
+def _text_side(net: Any, ids: torch.Tensor, mask: torch.Tensor, *, vec: bool, grad: bool) -> tuple[Any, Any]:
+    """(lower states for late fusion or None, pooled twin vectors or None) of a text table."""
+    low, top = _states(net, lambda final: net.text_states(ids, mask, final=final), mask, vec=vec, grad=grad)
+    return low, (net.pool_text(top, mask) if vec else None)
+
+
+def _image_side(net: Any, tokens: torch.Tensor, *, vec: bool, grad: bool) -> tuple[Any, Any]:
+    """As :func:`_text_side`, for an image table given as image tokens."""
+    import torch
+
+    ones = torch.ones(tokens.shape[0], tokens.shape[1] + 1, dtype=torch.long)  # image CLS + patches
+    low, top = _states(net, lambda final: net.image_states(tokens, final=final), ones, vec=vec, grad=grad)
+    return low, (net.pool_image(top) if vec else None)
+
+
+def _states(net: Any, run: Any, mask: torch.Tensor, *, vec: bool, grad: bool) -> tuple[Any, Any]:
+    """``run(final)`` -> (lower, top) with gradients where they are used: the lower states always
+    (late fusion trains through them), the top only when ``grad`` (the bi-encoder loss reads it)."""
+    import contextlib
+
+    import torch
+
+    late = bool(net.cfg.cross_layers)
+    if not vec:
+        return (run(False)[0] if late else None), None
+    if grad or not late:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            low, top = run(True)
+        return (low if late else None), top
+    low = run(False)[0]
+    with torch.no_grad():
+        top = net.top_states(low, mask)
+    return low, top
+
+
+def step_losses(
+    cfg: TrainConfig,
+    model: JointModel,
+    batch: StepBatch,
+    rng: np.random.Generator,
+    pool: Any,
+    *,
+    miner: RetrievalModel | None = None,
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None,
+    ground_head: Any = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The step's total loss (to back-propagate) and its parts (for logs)."""
+    import torch
+
+    net = model.net
+    do_bi, do_ce = cfg.setup in ("be", "joint"), cfg.setup in ("ce", "joint")
+    residual = net.cfg.cross_readout == "residual"
+    late = bool(net.cfg.cross_layers)
+    b = len(batch.captions)
+    loss = torch.zeros(())
+    logs: dict[str, float] = {}
+    tok = model.tokenize(batch.captions)
+    with autocast(cfg.precision):
+        tokens = net.image_tokens(batch.pixels)  # once per batch, shared by every pass below
+        vec = do_bi or residual
+        t_low, t_vec = _text_side(net, tok["input_ids"], tok["attention_mask"], vec=vec, grad=do_bi)
+        i_low, i_vec = _image_side(net, tokens, vec=vec, grad=do_bi)
+    sim: np.ndarray | None = None
+    if do_bi:
+        lb = bi_loss(cfg.bi_loss, t_vec, i_vec, net.logit_scale, cfg.margin)
+        loss = loss + lb
+        logs["bi"] = lb.item()
+        sim = (t_vec @ i_vec.T).detach().numpy()
+    if not do_ce:
+        return loss, logs
+    if miner is not None:
+        images: Any = batch.uint8  # joint models take uint8 arrays
+        sim = miner.encode_texts(batch.captions) @ miner.encode_images(images).T
+    elif sim is None and residual:
+        sim = (t_vec @ i_vec.T).detach().numpy()
+    if cfg.ce_negatives > 1:
+        rows, text, image = cross_lists(cfg, rng, pool.groups[batch.idx], sim)
+        cand = Candidates(rows, text, image, [], None)
+    else:
+        pairs = cross_pairs(cfg, rng, pool, batch.idx, batch.captions, batch.pixels, sim, neighbours)
+        cand = _from_pairs(pairs, b)
+    flat_text = np.concatenate([cand.text[:, j] for j in range(cand.text.shape[1])])
+    flat_image = np.concatenate([cand.image[:, j] for j in range(cand.image.shape[1])])
+    with autocast(cfg.precision):
+        ids, mask = tok["input_ids"], tok["attention_mask"]
+        if cand.extra_texts:
+            ids, mask, t_low, t_vec = _extend_texts(net, model, cand.extra_texts, ids, mask, t_low, t_vec)
+        if cand.extra_pixels is not None:
+            extra_tokens = net.image_tokens(cand.extra_pixels)
+            tokens = torch.cat([tokens, extra_tokens])
+            e_low, e_vec = _image_side(net, extra_tokens, vec=residual, grad=False)
+            i_low = torch.cat([i_low, e_low]) if late else i_low
+            i_vec = torch.cat([i_vec, e_vec.to(i_vec.dtype)]) if residual else i_vec
+        ti, ii = torch.from_numpy(flat_text), torch.from_numpy(flat_image)
+        if late:
+            hidden = net.fuse(t_low[ti], mask[ti], i_low[ii])
+        else:
+            hidden = net.cross_hidden(ids[ti], mask[ti], tokens=tokens[ii])
+        twin = (t_vec[ti] * i_vec[ii]).sum(-1) if residual else None
+        cls, second = net.cross_parts(hidden, mask[ti], twin)
+    shape = (cand.text.shape[1], len(cand.rows))  # columns first: positives, then each negative column
+    logits = (cls + second).reshape(shape).T
+    lc = cross_loss(cfg.ce_loss, logits)
+    loss = loss + cfg.ce_weight * lc
+    logs["ce"] = lc.item()
+    if cfg.cls_weight > 0:
+        lcls = cross_loss(cfg.ce_loss, cls.reshape(shape).T)
+        loss = loss + cfg.cls_weight * lcls
+        logs["cls"] = lcls.item()
+    if ground_head is not None:
+        from search_backend.training.grounding import grounding_loss, grounding_targets
+
+        n_pos = len(cand.rows)
+        targets = grounding_targets(
+            model.tokenizer,
+            [batch.captions[int(r)] for r in cand.rows],
+            [pool.scenes[int(batch.idx[r])] for r in cand.rows],
+            model.config.grid,
+            model.config.max_text_len,
+        )
+        lg = grounding_loss(ground_head, hidden[:n_pos], targets)
+        loss = loss + cfg.ground_weight * lg
+        logs["ground"] = lg.item()
+    return loss, logs
+
+
+def _extend_texts(
+    net: Any,
+    model: JointModel,
+    extra: list[str],
+    ids: torch.Tensor,
+    mask: torch.Tensor,
+    t_low: Any,
+    t_vec: Any,
+) -> tuple[torch.Tensor, torch.Tensor, Any, Any]:
+    """The text table with ``extra`` captions appended (tokens, lower states, vectors as constants)."""
+    import torch
+    import torch.nn.functional as F
+
+    etok = model.tokenize(extra)
+    e_ids, e_mask = etok["input_ids"], etok["attention_mask"]
+    width = max(ids.shape[1], e_ids.shape[1])
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, (0, width - x.shape[1]))
+
+    e_low, e_vec = _text_side(net, e_ids, e_mask, vec=t_vec is not None, grad=False)
+    if t_low is not None:
+        t_low = torch.cat(
+            [F.pad(t_low, (0, 0, 0, width - t_low.shape[1])), F.pad(e_low, (0, 0, 0, width - e_low.shape[1]))]
+        )
+    if t_vec is not None:
+        t_vec = torch.cat([t_vec, e_vec.to(t_vec.dtype)])
+    return torch.cat([pad(ids), pad(e_ids)]), torch.cat([pad(mask), pad(e_mask)]), t_low, t_vec
