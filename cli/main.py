@@ -54,13 +54,56 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) ->
 @xmr.command()
 @click.option("--setup", type=click.Choice(["be", "ce", "sep", "joint"]), default="joint", show_default=True)
 @click.option(
+    "--manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Train on this captioned JSONL / Karpathy manifest (default: the shapes train split).",
+)
+@click.option(
+    "--image-root", type=click.Path(path_type=Path), default=None, help="Folder image paths start from."
+)
+@click.option("--split", default=None, help="Karpathy JSON: the training split (train+restval for several).")
+@click.option(
+    "--val-manifest",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Validation manifest (no shared images).",
+)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=None,
+    help="Without --val-manifest: share of the training groups held out for validation [0.05].",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Model folder (default: the cached default model, for --setup joint).",
+    help="Model folder (default: the cached default model, for --setup joint on shapes).",
 )
 @click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimiser steps (default: recipe).")
+@click.option(
+    "--epochs",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Passes over the data instead of --steps.",
+)
 @click.option("--batch-size", type=click.IntRange(min=2), default=None)
+@click.option(
+    "--workers", type=click.IntRange(min=0), default=None, help="DataLoader processes decoding images [0]."
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Validate every N steps (0: at the end only).",
+)
+@click.option(
+    "--patience", type=click.IntRange(min=0), default=None, help="Stop after P validations without a gain."
+)
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Where to train [auto]."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--bi-loss", type=click.Choice(["infonce", "vsepp"]), default=None)
 @click.option("--backbone", default="", help="Local HF checkpoint folder (default: bundled MiniLM-L6).")
@@ -76,27 +119,63 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) ->
 @handle_errors
 def train(
     setup: str,
+    manifest: Path | None,
+    image_root: Path | None,
+    split: str | None,
+    val_manifest: Path | None,
+    val_fraction: float | None,
     out: Path | None,
     steps: int | None,
+    epochs: float | None,
     batch_size: int | None,
+    workers: int | None,
+    eval_every: int | None,
+    patience: int | None,
+    device: str | None,
     seed: int,
     bi_loss: str | None,
     backbone: str,
     assignments: tuple[str, ...],
     no_resume: bool,
 ) -> None:
-    """Train a model on the shapes train split (resumes from a checkpoint in --out)."""
+    """Train a model on the shapes train split or on your own captioned images (--manifest).
+
+    Resumes from a checkpoint in --out. With validation data, the saved model is the best
+    validation's; OUT/metrics.jsonl, OUT/curves.png and OUT/skipped.jsonl record the run.
+    """
     from search_backend.config import get_settings
     from search_backend.training.recipes import default_recipe, with_overrides
     from search_backend.training.trainer import train as run_train
 
-    options = {"steps": steps, "batch_size": batch_size, "bi_loss": bi_loss, "backbone": backbone}
-    given = [f"{key}={value}" for key, value in options.items() if value is not None]
-    cfg = with_overrides(default_recipe(setup, seed=seed), given + list(assignments))
+    if steps is not None and epochs is not None:
+        raise click.UsageError("give --steps or --epochs, not both")
+    if val_manifest is not None and val_fraction is not None:
+        raise click.UsageError("give --val-manifest or --val-fraction, not both")
+    if manifest is None and any(x is not None for x in (image_root, split, val_manifest, val_fraction)):
+        raise click.UsageError("--image-root, --split, --val-manifest and --val-fraction need --manifest")
+    options: dict[str, object | None] = {
+        "steps": steps,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "bi_loss": bi_loss,
+        "backbone": backbone,
+        "manifest": manifest,
+        "image_root": image_root,
+        "split": split,
+        "val_manifest": val_manifest,
+        "val_fraction": val_fraction,
+        "workers": workers,
+        "eval_every": eval_every,
+        "patience": patience,
+        "device": device,
+    }
+    given = [f"{key}={value}" for key, value in options.items() if value is not None and value != ""]
+    data = "manifest" if manifest is not None else "shapes"
+    cfg = with_overrides(default_recipe(setup, seed=seed, data=data), given + list(assignments))
     if out is None:
-        if setup != "joint":
+        if setup != "joint" or manifest is not None:
             raise click.UsageError(
-                "--out is required unless --setup joint (which defaults to the cached model)"
+                "--out is required unless --setup joint on shapes (the cached default model)"
             )
         out = get_settings().default_model_dir
     run_train(cfg, out, resume=not no_resume)

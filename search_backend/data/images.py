@@ -20,6 +20,7 @@ their first frame.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import stat
@@ -52,12 +53,18 @@ class ImageError(ValueError):
         return f"{self.item}: {self.reason}"
 
 
-def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS, reduce_to: int | None = None
+) -> Image.Image:
     """Read, validate and fully decode the image file at ``path`` into an ``RGB`` image.
 
     Raises :class:`ImageError` (``item`` is ``str(path)``) when the file is missing, is not a
     regular file, is empty or unreadable, is not a recognised image, is corrupt or truncated,
     has zero size, or has more than ``max_pixels`` pixels.
+
+    ``reduce_to`` asks only for what a consumer of that many pixels per side needs: a JPEG is
+    decoded at 1/2, 1/4 or 1/8 scale (Pillow's ``draft``, never below ``reduce_to``), and any image
+    still more than twice as large is shrunk by an integer factor right after decoding.
     """
     item = str(path)
     p = Path(path)
@@ -69,7 +76,7 @@ def load_image(path: str | Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image
     except OSError as e:
         raise ImageError(item, f"cannot read file: {e.strerror or e}") from None
     with fh:
-        return _decode(fh, item, max_pixels)
+        return _decode(fh, item, max_pixels, reduce_to)
 
 
 def check_image_file(path: str | Path, *, item: str | None = None) -> None:
@@ -110,7 +117,7 @@ def decode_image_bytes(
     return _decode(io.BytesIO(raw), item, max_pixels)
 
 
-def _decode(fp: IO[bytes], item: str, max_pixels: int) -> Image.Image:
+def _decode(fp: IO[bytes], item: str, max_pixels: int, reduce_to: int | None = None) -> Image.Image:
     from PIL import Image
 
     with warnings.catch_warnings():
@@ -120,10 +127,10 @@ def _decode(fp: IO[bytes], item: str, max_pixels: int) -> Image.Image:
         # silenced and its *error* is translated.
         warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        return _decode_quietly(fp, item, max_pixels)
+        return _decode_quietly(fp, item, max_pixels, reduce_to)
 
 
-def _decode_quietly(fp: IO[bytes], item: str, max_pixels: int) -> Image.Image:
+def _decode_quietly(fp: IO[bytes], item: str, max_pixels: int, reduce_to: int | None) -> Image.Image:
     from PIL import Image, UnidentifiedImageError
 
     head = fp.read(32)
@@ -142,12 +149,18 @@ def _decode_quietly(fp: IO[bytes], item: str, max_pixels: int) -> Image.Image:
         raise ImageError(item, f"zero-size image ({width}x{height})")
     if width * height > max_pixels:
         raise ImageError(item, f"image too large: {width}x{height} pixels exceeds limit {max_pixels}")
+    if reduce_to:
+        with contextlib.suppress(Exception):  # only JPEG decoders take a draft; others ignore it
+            img.draft("RGB", (reduce_to, reduce_to))
     try:
         img.load()
     except Exception as e:
         raise ImageError(item, f"corrupt or truncated image: {_describe(e)}") from None
     try:
-        return _to_rgb(_apply_exif_orientation(img))
+        rgb = _to_rgb(_apply_exif_orientation(img))
+        if reduce_to and min(rgb.size) >= 2 * reduce_to:
+            rgb = rgb.reduce(min(rgb.size) // reduce_to)
+        return rgb
     except Exception as e:  # conversion of an exotic mode failed
         raise ImageError(item, f"cannot convert {img.mode} image to RGB: {_describe(e)}") from None
 

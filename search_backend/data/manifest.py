@@ -37,6 +37,7 @@ __all__ = [
     "ManifestRecord",
     "ManifestResult",
     "group_by_image",
+    "iter_manifest",
     "read_image_folder",
     "read_jsonl",
     "read_karpathy",
@@ -61,6 +62,9 @@ class ManifestRecord:
     """Stable id of the image: the relative (POSIX) path for JSONL, Karpathy and folders."""
     line: int
     """1-based line (JSONL) or entry number (Karpathy, folder) in the source."""
+    group: str | None = None
+    """A JSONL line's optional ``"group"`` (a string or an integer): images that belong together,
+    e.g. a scene and its hard distractors. Training batches keep a group's images together."""
 
 
 @dataclass(frozen=True)
@@ -151,30 +155,49 @@ def read_jsonl(
     Empty captions, missing image files (``check_images``) and, with ``validate_images``,
     images that fail to decode (each distinct image is decoded once) become problems.
     """
+    return _collect(
+        _jsonl_items(path, image_root, strict, check_images, validate_images, require_caption, max_pixels)
+    )
+
+
+def _collect(items: Iterable[ManifestRecord | ItemProblem]) -> ManifestResult:
+    result = ManifestResult()
+    for item in items:
+        (result.records if isinstance(item, ManifestRecord) else result.problems).append(item)  # type: ignore[arg-type]
+    return result
+
+
+def _jsonl_items(
+    path: str | Path,
+    image_root: str | Path | None,
+    strict: bool,
+    check_images: bool,
+    validate_images: bool,
+    require_caption: bool,
+    max_pixels: int,
+) -> Iterator[ManifestRecord | ItemProblem]:
     manifest = Path(path)
     base = _resolve(Path(image_root) if image_root is not None else manifest.parent)
     checker = _ImageChecker(check_images, validate_images, max_pixels)
-    result = ManifestResult()
     for lineno, raw in _iter_lines(manifest):
         if not raw.strip():
             continue
         try:
-            image_id, caption = _parse_jsonl_line(raw, require_caption)
+            image_id, caption, group = _parse_jsonl_line(raw, require_caption)
         except _EntryError as e:
             if strict:
                 raise ManifestError(manifest, e.reason, line=lineno) from None
-            result.problems.append(ItemProblem(e.item or str(manifest), lineno, e.reason))
+            yield ItemProblem(e.item or str(manifest), lineno, e.reason)
             continue
         if caption is not None and not caption:
-            result.problems.append(ItemProblem(image_id, lineno, "empty caption"))
+            yield ItemProblem(image_id, lineno, "empty caption")
             continue
         image = _resolve(base / image_id)
         reason = checker.problem(image)
         if reason is not None:
-            result.problems.append(ItemProblem(image_id, lineno, reason))
+            yield ItemProblem(image_id, lineno, reason)
             continue
-        result.records.append(ManifestRecord(image, caption, image_id, lineno))
-    return result
+        yield ManifestRecord(image, caption, image_id, lineno, group)
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -196,7 +219,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield lineno, raw.rstrip(b"\r\n")
 
 
-def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | None]:
+def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | None, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -210,15 +233,19 @@ def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | Non
     if not isinstance(obj, dict):
         raise _EntryError(f"expected a JSON object, got {_json_type(obj)}")
     image_id = _image_field(obj, "image")
+    group = obj.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
+        raise _EntryError(f"'group' must be a string or an integer, got {_json_type(group)}", item=image_id)
+    group_id = None if group is None else str(group)
     if "caption" not in obj or obj["caption"] is None:
         if require_caption:
             reason = "missing 'caption' field" if "caption" not in obj else "'caption' must be a string"
             raise _EntryError(reason, item=image_id)
-        return image_id, None
+        return image_id, None, group_id
     caption = obj["caption"]
     if not isinstance(caption, str):
         raise _EntryError(f"'caption' must be a string, got {_json_type(caption)}", item=image_id)
-    return image_id, caption.strip()
+    return image_id, caption.strip(), group_id
 
 
 def _image_field(obj: dict[str, Any], key: str) -> str:
@@ -308,18 +335,28 @@ def _read_karpathy_data(
     data: Any,
     manifest: Path,
     image_root: Path,
+    **options: Any,
+) -> ManifestResult:
+    return _collect(_karpathy_iter(data, manifest, image_root, **options))
+
+
+def _karpathy_iter(
+    data: Any,
+    manifest: Path,
+    image_root: Path,
     *,
     split: str | Iterable[str] | None,
     strict: bool,
     check_images: bool,
     validate_images: bool,
     max_pixels: int,
-) -> ManifestResult:
+) -> Iterator[ManifestRecord | ItemProblem]:
     if not _is_karpathy(data) or not isinstance(data["images"], list):
         raise ManifestError(
             manifest, "not a Karpathy-style manifest: expected a JSON object with an 'images' list"
         )
     entries: list[Any] = data["images"]
+    checker_args = (check_images, validate_images, max_pixels)
     wanted = _wanted_splits(split)
     if wanted is not None:
         present = {_split_of(e) for e in entries} - {None}
@@ -327,9 +364,19 @@ def _read_karpathy_data(
             available = ", ".join(sorted(s for s in present if s is not None)) or "none"
             raise ManifestError(manifest, f"no images in split {_show_split(split)} (available: {available})")
 
+    return _karpathy_items(entries, manifest, image_root, wanted, strict, checker_args)
+
+
+def _karpathy_items(
+    entries: list[Any],
+    manifest: Path,
+    image_root: Path,
+    wanted: set[str | None] | None,
+    strict: bool,
+    checker_args: tuple[bool, bool, int],
+) -> Iterator[ManifestRecord | ItemProblem]:
     base = _resolve(image_root)
-    checker = _ImageChecker(check_images, validate_images, max_pixels)
-    result = ManifestResult()
+    checker = _ImageChecker(*checker_args)
     for index, entry in enumerate(entries, start=1):
         if wanted is not None and isinstance(entry, dict) and _split_of(entry) not in wanted:
             continue
@@ -340,22 +387,21 @@ def _read_karpathy_data(
             if strict:
                 item = f" ({e.item})" if e.item else ""
                 raise ManifestError(manifest, f"{where}{item}: {e.reason}") from None
-            result.problems.append(ItemProblem(e.item or where, index, e.reason))
+            yield ItemProblem(e.item or where, index, e.reason)
             continue
         if not captions:
-            result.problems.append(ItemProblem(image_id, index, "no captions"))
+            yield ItemProblem(image_id, index, "no captions")
             continue
         image = _resolve(base / image_id)
         reason = checker.problem(image)
         if reason is not None:
-            result.problems.append(ItemProblem(image_id, index, reason))
+            yield ItemProblem(image_id, index, reason)
             continue
         for caption in captions:
             if caption:
-                result.records.append(ManifestRecord(image, caption, image_id, index))
+                yield ManifestRecord(image, caption, image_id, index)
             else:
-                result.problems.append(ItemProblem(image_id, index, "empty caption"))
-    return result
+                yield ItemProblem(image_id, index, "empty caption")
 
 
 def _split_of(entry: Any) -> str | None:
@@ -507,6 +553,46 @@ def read_manifest(
 
     ``split`` only applies to Karpathy JSON; passing it for another format raises
     :class:`ManifestError` rather than silently returning every item.  Anything else raises
+    :class:`ManifestError` saying which formats are understood.  :func:`iter_manifest` yields
+    the same items one at a time (a large manifest's records never need to be held at once).
+    """
+    return _collect(
+        iter_manifest(
+            path,
+            image_root=image_root,
+            split=split,
+            strict=strict,
+            check_images=check_images,
+            validate_images=validate_images,
+            recursive=recursive,
+            require_caption=require_caption,
+            max_pixels=max_pixels,
+        )
+    )
+
+
+def iter_manifest(
+    path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    split: str | Iterable[str] | None = None,
+    strict: bool = True,
+    check_images: bool = True,
+    validate_images: bool = False,
+    recursive: bool = True,
+    require_caption: bool = True,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Iterator[ManifestRecord | ItemProblem]:
+    """Read any supported manifest, chosen by what ``path`` is, one item at a time.
+
+    * a directory: :func:`read_image_folder` (``image_root`` and ``strict`` do not apply);
+    * ``*.jsonl``: :func:`read_jsonl` (``image_root`` overrides the manifest's folder;
+      ``require_caption`` applies only here);
+    * ``*.json`` whose top level has an ``"images"`` key: :func:`read_karpathy`
+      (``image_root`` defaults to the JSON file's folder).
+
+    ``split`` only applies to Karpathy JSON; passing it for another format raises
+    :class:`ManifestError` rather than silently returning every item.  Anything else raises
     :class:`ManifestError` saying which formats are understood.
     """
     manifest = Path(path)
@@ -526,22 +612,17 @@ def read_manifest(
         )
 
     if is_dir:
-        return read_image_folder(
+        folder = read_image_folder(
             manifest,
             recursive=recursive,
             check_images=check_images,
             validate_images=validate_images,
             max_pixels=max_pixels,
         )
+        return iter([*folder.records, *folder.problems])
     if suffix == ".jsonl":
-        return read_jsonl(
-            manifest,
-            image_root=image_root,
-            strict=strict,
-            check_images=check_images,
-            validate_images=validate_images,
-            require_caption=require_caption,
-            max_pixels=max_pixels,
+        return _jsonl_items(
+            manifest, image_root, strict, check_images, validate_images, require_caption, max_pixels
         )
     if suffix == ".json":
         data = _load_json(manifest)
@@ -551,7 +632,7 @@ def read_manifest(
                 "unrecognised JSON manifest: expected a Karpathy-style object with an 'images' list "
                 "(for one image/caption pair per line use a .jsonl file)",
             )
-        return _read_karpathy_data(
+        return _karpathy_iter(
             data,
             manifest,
             Path(image_root) if image_root is not None else manifest.parent,

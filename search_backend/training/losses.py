@@ -26,7 +26,6 @@ __all__ = [
     "CE_LOSSES",
     "bi_loss",
     "ce_loss",
-    "cross_loss",
     "infonce_loss",
     "listwise_loss",
     "matching_loss",
@@ -99,18 +98,54 @@ def ce_loss(name: str, pos_logits: torch.Tensor, neg_logits: torch.Tensor) -> to
 def listwise_loss(logits: torch.Tensor) -> torch.Tensor:
     """Softmax cross-entropy over each row's candidates, the positive in column 0 (as reranking
     one query's top-k asks: the right hit above all the others at once)."""
+    return cross_loss_share("listwise", logits, logits.shape[0])
+
+
+def bi_loss_share(
+    name: str,
+    text: torch.Tensor,
+    image: torch.Tensor,
+    log_scale: torch.Tensor,
+    margin: float,
+    rows: slice,
+    n: int,
+) -> torch.Tensor:
+    """The part of the batch's bi-encoder loss ``name`` that ``rows`` own (their captions against
+    every image, their images against every caption); the parts of all rows sum to
+    :func:`bi_loss` over the whole batch of ``n`` rows (what DDP ranks add up)."""
     import torch
     import torch.nn.functional as F
 
-    return F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device))
+    check_choice("bi-encoder loss", name, BI_LOSSES)
+    own = torch.arange(n, device=text.device)[rows]
+    if name == "infonce":
+        logits = log_scale.exp().clamp(1.0, 100.0) * text @ image.T
+        t2i = F.cross_entropy(logits[own], own, reduction="sum")
+        i2t = F.cross_entropy(logits.T[own], own, reduction="sum")
+        return 0.5 * (t2i + i2t) / n
+    sim = text @ image.T
+    eye = torch.eye(n, dtype=torch.bool, device=sim.device)
+    neg = sim.masked_fill(eye, float("-inf"))
+    pos = sim.diag()
+    t2i = (margin + neg[own].max(dim=1).values - pos[own]).clamp(min=0)
+    i2t = (margin + neg.T[own].max(dim=1).values - pos[own]).clamp(min=0)
+    return (t2i + i2t).sum() / n
 
 
-def cross_loss(name: str, logits: torch.Tensor) -> torch.Tensor:
-    """The cross-encoder loss ``name`` over (rows, 1 + K) logits, column 0 the positives."""
+def cross_loss_share(name: str, logits: torch.Tensor, total_rows: int) -> torch.Tensor:
+    """The cross-encoder loss ``name`` over (rows, 1 + K) logits (column 0 the positives) as a share
+    of a loss averaged over ``total_rows`` rows (equal to it when these are all the rows)."""
+    import torch
+    import torch.nn.functional as F
+
     check_choice("cross-encoder loss", name, CE_LOSSES)
+    k = logits.shape[1] - 1
     if name == "listwise":
-        return listwise_loss(logits)
+        target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target, reduction="sum") / total_rows
     pos, neg = logits[:, :1], logits[:, 1:]
     if name == "rank":
-        return ranking_loss(pos.expand_as(neg), neg)
-    return matching_loss(pos.reshape(-1), neg.T.reshape(-1))
+        return F.softplus(neg - pos).sum() / (total_rows * k)
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, labels, reduction="sum") / (total_rows * (k + 1))

@@ -17,10 +17,11 @@ exactly this order, so a configuration trains to the same weights under a seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_backend.data.images import ImageError
 from search_backend.training.mining import sample_negative_lists, sample_negatives
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from search_backend.model.base import RetrievalModel
     from search_backend.training.trainer import TrainConfig, TrainingPool
 
-__all__ = ["CrossPairs", "cross_lists", "cross_pairs", "pool_neighbours"]
+__all__ = ["CrossPairs", "cross_lists", "cross_pairs", "pool_neighbours", "subset_pairs"]
 
 
 @dataclass
@@ -91,7 +92,7 @@ def cross_pairs(
         )
     pairs = CrossPairs(rows, captions, pixels, neg_captions, neg_pixels, neg_caption_rows, neg_rows, custom)
     if 0 < cfg.ce_rows < len(idx):
-        pairs = _subset(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
+        pairs = subset_pairs(pairs, np.sort(rng.permutation(len(idx))[: cfg.ce_rows]))
     return pairs
 
 
@@ -132,7 +133,7 @@ def _contrast_captions(
 
     for i in range(len(idx)):
         if not swap_image[i] and rng.random() < rate:
-            contrast = contrast_caption(pool.scenes[int(idx[i])], rng)
+            contrast = contrast_caption(_scenes(pool)[int(idx[i])], rng)
             if contrast is not None:
                 neg_captions[i] = contrast
                 caption_rows[i] = -1
@@ -152,7 +153,7 @@ def _mirrored_images(
 
     for i in range(len(idx)):
         if swap_image[i] and rng.random() < rate:
-            axis = mirror_axis(pool.scenes[int(idx[i])])
+            axis = mirror_axis(_scenes(pool)[int(idx[i])])
             if axis is not None:
                 neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
                 custom[i] = True
@@ -177,14 +178,26 @@ def _pool_swaps(
             continue
         pick = int(rng.choice(neighbours[0 if swap_image[i] else 1][idx[i]]))
         if swap_image[i]:
-            neg_pixels[i] = images_to_tensor(pool.pixels[pick : pick + 1], int(neg_pixels.shape[-1]))[0]
+            try:
+                image = pool.image(pick)
+            except ImageError:  # a neighbour that cannot be read leaves the row's negative as drawn
+                continue
+            neg_pixels[i] = images_to_tensor(image[None], int(neg_pixels.shape[-1]))[0]
             custom[i] = True
         else:
             neg_captions[i] = pool.captions[pick][int(rng.integers(len(pool.captions[pick])))]
             caption_rows[i] = -1
 
 
-def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
+def _scenes(pool: Any) -> list[Any]:
+    if pool.scenes is None:
+        raise ValueError("this negative strategy needs the shapes scenes behind each image")
+    scenes: list[Any] = pool.scenes
+    return scenes
+
+
+def subset_pairs(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
+    """The pairs at positions ``sub`` (e.g. the rows one DDP rank computes)."""
     return CrossPairs(
         pairs.rows[sub],
         [pairs.pos_captions[int(i)] for i in sub],
@@ -197,12 +210,39 @@ def _subset(pairs: CrossPairs, sub: np.ndarray) -> CrossPairs:
     )
 
 
-def pool_neighbours(bi: RetrievalModel, pool: TrainingPool, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per pool scene: its caption's top-k other images, and its image's top-k other scenes' captions."""
-    images = bi.encode_images(pool.pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
-    texts = bi.encode_texts([c[0] for c in pool.captions])
-    sim = texts @ images.T
-    np.fill_diagonal(sim, -np.inf)
-    to_images = np.argpartition(-sim, k, axis=1)[:, :k]
-    to_captions = np.argpartition(-sim.T, k, axis=1)[:, :k]
-    return to_images, to_captions
+def pool_neighbours(
+    bi: RetrievalModel, pool: Any, k: int, *, workers: int = 0, chunk: int = 1024
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per training item: its first caption's top-k other images, and its image's top-k other
+    items' captions, by ``bi``'s similarity over the whole training set (the paper's pool-mined
+    negatives). Images are read through the loader (un-augmented); one that fails to load is never
+    a neighbour. Similarities are taken ``chunk`` rows at a time, so memory stays O(N k)."""
+    from search_backend.training.loader import iter_images
+
+    n = len(pool)
+    k = min(k, n - 1)
+    images: np.ndarray | None = None
+    usable = np.zeros(n, dtype=bool)
+    for rows, pixels in iter_images(pool, workers=workers):
+        v = bi.encode_images(pixels)  # type: ignore[arg-type]  # joint models take uint8 arrays
+        if images is None:
+            images = np.zeros((n, v.shape[1]), dtype=np.float32)
+        images[rows] = v
+        usable[rows] = True
+    if images is None:
+        raise ValueError("pool negatives: no training image could be read")
+    texts = bi.encode_texts([pool.captions[i][0] for i in range(n)])
+    return _top_k(texts, images, usable, k, chunk), _top_k(images, texts, np.ones(n, dtype=bool), k, chunk)
+
+
+def _top_k(queries: np.ndarray, keys: np.ndarray, key_ok: np.ndarray, k: int, chunk: int) -> np.ndarray:
+    """Row i: the k best keys for query i by dot product, never key i nor an unusable key."""
+    n = len(queries)
+    out = np.zeros((n, k), dtype=np.int64)
+    for a in range(0, n, chunk):
+        sim = queries[a : a + chunk] @ keys.T
+        sim[:, ~key_ok] = -np.inf
+        rows = np.arange(a, min(a + chunk, n))
+        sim[rows - a, rows] = -np.inf
+        out[a : a + chunk] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    return out

@@ -1,24 +1,30 @@
 """One training step's losses: the bi-encoder's contrastive loss and the cross-encoder's matching loss.
 
 Everything a step reads is computed once per batch and shared: each image's tokens (the image
-encoder runs once per distinct image), each caption's and image's twin-mode states (the bi-encoder
-loss and the miner use their pooled vectors; late fusion, ``cross_layers > 0``, feeds their lower
-layers' states to the fusion layers of every pair they appear in). The cross-encoder then scores
-``rows x (1 + K)`` candidate pairs, given as indices into a text table (the batch's captions,
-then any extra negative captions) and an image table (the batch's images, then any extra negative
-images): column 0 is each row's positive, the other ``K`` columns its negatives.
+encoder runs once per distinct image), each caption's and image's twin-mode states (the
+bi-encoder loss and the miner read their pooled vectors; late fusion, ``cross_layers > 0``, feeds
+their lower layers' states to the fusion layers of every pair they appear in). The cross-encoder
+then scores ``rows x (1 + K)`` candidate pairs, given as indices into a text table (the batch's
+captions, then any extra negative captions) and an image table (the batch's images, then any
+extra negative images): column 0 is each row's positive, the other ``K`` columns its negatives.
+
+Under DDP (:mod:`search_backend.training.distributed`) each rank computes the states of its own
+rows and gathers everyone's (with gradients), so in-batch negatives and mined negatives come from
+the global batch; each rank scores the candidates of its own rows, and every loss returned is this
+rank's share of the global loss (the shares sum to what one process with the whole batch gets).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search_backend.runtime import autocast
-from search_backend.training.losses import bi_loss, cross_loss
-from search_backend.training.pairs import cross_lists, cross_pairs
+from search_backend.training.distributed import Dist, all_reduce_sum, gather_rows
+from search_backend.training.losses import bi_loss_share, cross_loss_share
+from search_backend.training.pairs import CrossPairs, cross_lists, cross_pairs, subset_pairs
 
 if TYPE_CHECKING:
     import torch
@@ -29,16 +35,23 @@ if TYPE_CHECKING:
 
 __all__ = ["Candidates", "StepBatch", "step_losses"]
 
+_ALONE = Dist()
+
 
 @dataclass
 class StepBatch:
-    """A batch as the step reads it: which training items, one caption each, prepared pixels."""
+    """A batch as the step reads it: which training items, one caption each, their pixels."""
 
     idx: np.ndarray
     captions: list[str]
     pixels: torch.Tensor
+    """(B, 3, S, S) prepared pixels of every row (all ranks')."""
     uint8: np.ndarray
     """The same images as (B, S, S, 3) uint8 (what a separate miner model encodes)."""
+    local: slice = field(default_factory=lambda: slice(None))
+    """The rows this process computes (all of them outside DDP)."""
+    sizes: list[int] | None = None
+    """Rows per rank, in rank order (None outside DDP)."""
 
 
 @dataclass
@@ -54,7 +67,7 @@ class Candidates:
     """Image-table entries after the batch's images."""
 
 
-def _from_pairs(pairs: Any, batch: int) -> Candidates:
+def _from_pairs(pairs: CrossPairs, batch: int) -> Candidates:
     """One negative per row (:func:`cross_pairs`) as candidate indices."""
     import torch
 
@@ -82,7 +95,7 @@ def _image_side(net: Any, tokens: torch.Tensor, *, vec: bool, grad: bool) -> tup
     """As :func:`_text_side`, for an image table given as image tokens."""
     import torch
 
-    ones = torch.ones(tokens.shape[0], tokens.shape[1] + 1, dtype=torch.long)  # image CLS + patches
+    ones = torch.ones(tokens.shape[0], tokens.shape[1] + 1, dtype=torch.long, device=tokens.device)
     low, top = _states(net, lambda final: net.image_states(tokens, final=final), ones, vec=vec, grad=grad)
     return low, (net.pool_image(top) if vec else None)
 
@@ -117,8 +130,9 @@ def step_losses(
     miner: RetrievalModel | None = None,
     neighbours: tuple[np.ndarray, np.ndarray] | None = None,
     ground_head: Any = None,
+    dist: Dist = _ALONE,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The step's total loss (to back-propagate) and its parts (for logs)."""
+    """This process's share of the step's loss (to back-propagate) and the global losses (for logs)."""
     import torch
 
     net = model.net
@@ -126,61 +140,74 @@ def step_losses(
     residual = net.cfg.cross_readout == "residual"
     late = bool(net.cfg.cross_layers)
     b = len(batch.captions)
-    loss = torch.zeros(())
+    loc = batch.local
+    device = batch.pixels.device
+    loss = torch.zeros((), device=device)
     logs: dict[str, float] = {}
     tok = model.tokenize(batch.captions)
+    ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+
+    def gather(x: Any) -> Any:
+        return None if x is None else gather_rows(x, dist, batch.sizes)
+
     with autocast(cfg.precision):
-        tokens = net.image_tokens(batch.pixels)  # once per batch, shared by every pass below
+        tokens = net.image_tokens(batch.pixels[loc])  # once per image, shared by every pass below
         vec = do_bi or residual
-        t_low, t_vec = _text_side(net, tok["input_ids"], tok["attention_mask"], vec=vec, grad=do_bi)
+        t_low, t_vec = _text_side(net, ids[loc], mask[loc], vec=vec, grad=do_bi)
         i_low, i_vec = _image_side(net, tokens, vec=vec, grad=do_bi)
+        t_low, t_vec, i_low, i_vec = gather(t_low), gather(t_vec), gather(i_low), gather(i_vec)
+        tokens = gather(tokens) if not late else tokens
     sim: np.ndarray | None = None
     if do_bi:
-        lb = bi_loss(cfg.bi_loss, t_vec, i_vec, net.logit_scale, cfg.margin)
+        lb = bi_loss_share(cfg.bi_loss, t_vec, i_vec, net.logit_scale, cfg.margin, loc, b)
         loss = loss + lb
-        logs["bi"] = lb.item()
-        sim = (t_vec @ i_vec.T).detach().numpy()
+        logs["bi"] = all_reduce_sum(lb.item(), dist)
+        sim = (t_vec @ i_vec.T).detach().float().cpu().numpy()
     if not do_ce:
         return loss, logs
     if miner is not None:
         images: Any = batch.uint8  # joint models take uint8 arrays
         sim = miner.encode_texts(batch.captions) @ miner.encode_images(images).T
     elif sim is None and residual:
-        sim = (t_vec @ i_vec.T).detach().numpy()
+        sim = (t_vec @ i_vec.T).detach().float().cpu().numpy()
+    mine = np.arange(b)[loc]
     if cfg.ce_negatives > 1:
         rows, text, image = cross_lists(cfg, rng, pool.groups[batch.idx], sim)
-        cand = Candidates(rows, text, image, [], None)
+        n_rows = len(rows)
+        keep = np.isin(rows, mine)
+        cand = Candidates(rows[keep], text[keep], image[keep], [], None)
     else:
         pairs = cross_pairs(cfg, rng, pool, batch.idx, batch.captions, batch.pixels, sim, neighbours)
-        cand = _from_pairs(pairs, b)
-    flat_text = np.concatenate([cand.text[:, j] for j in range(cand.text.shape[1])])
-    flat_image = np.concatenate([cand.image[:, j] for j in range(cand.image.shape[1])])
+        n_rows = len(pairs.rows)
+        cand = _from_pairs(subset_pairs(pairs, np.flatnonzero(np.isin(pairs.rows, mine))), b)
+    flat_text = torch.from_numpy(cand.text.T.reshape(-1))  # columns first: positives, then negatives
+    flat_image = torch.from_numpy(cand.image.T.reshape(-1))
     with autocast(cfg.precision):
-        ids, mask = tok["input_ids"], tok["attention_mask"]
         if cand.extra_texts:
             ids, mask, t_low, t_vec = _extend_texts(net, model, cand.extra_texts, ids, mask, t_low, t_vec)
         if cand.extra_pixels is not None:
             extra_tokens = net.image_tokens(cand.extra_pixels)
-            tokens = torch.cat([tokens, extra_tokens])
             e_low, e_vec = _image_side(net, extra_tokens, vec=residual, grad=False)
-            i_low = torch.cat([i_low, e_low]) if late else i_low
-            i_vec = torch.cat([i_vec, e_vec.to(i_vec.dtype)]) if residual else i_vec
-        ti, ii = torch.from_numpy(flat_text), torch.from_numpy(flat_image)
+            if late:
+                i_low = _append_rows(i_low, e_low, b)
+            else:
+                tokens = _append_rows(tokens, extra_tokens, b)
+            if residual:
+                i_vec = _append_rows(i_vec, e_vec.to(i_vec.dtype), b)
         if late:
-            hidden = net.fuse(t_low[ti], mask[ti], i_low[ii])
+            hidden = net.fuse(t_low[flat_text], mask[flat_text], i_low[flat_image])
         else:
-            hidden = net.cross_hidden(ids[ti], mask[ti], tokens=tokens[ii])
-        twin = (t_vec[ti] * i_vec[ii]).sum(-1) if residual else None
-        cls, second = net.cross_parts(hidden, mask[ti], twin)
-    shape = (cand.text.shape[1], len(cand.rows))  # columns first: positives, then each negative column
-    logits = (cls + second).reshape(shape).T
-    lc = cross_loss(cfg.ce_loss, logits)
+            hidden = net.cross_hidden(ids[flat_text], mask[flat_text], tokens=tokens[flat_image])
+        twin = (t_vec[flat_text] * i_vec[flat_image]).sum(-1) if residual else None
+        cls, second = net.cross_parts(hidden, mask[flat_text], twin)
+    shape = (cand.text.shape[1], len(cand.rows))
+    lc = cross_loss_share(cfg.ce_loss, (cls + second).reshape(shape).T, n_rows)
     loss = loss + cfg.ce_weight * lc
-    logs["ce"] = lc.item()
+    logs["ce"] = all_reduce_sum(lc.item(), dist)
     if cfg.cls_weight > 0:
-        lcls = cross_loss(cfg.ce_loss, cls.reshape(shape).T)
+        lcls = cross_loss_share(cfg.ce_loss, cls.reshape(shape).T, n_rows)
         loss = loss + cfg.cls_weight * lcls
-        logs["cls"] = lcls.item()
+        logs["cls"] = all_reduce_sum(lcls.item(), dist)
     if ground_head is not None:
         from search_backend.training.grounding import grounding_loss, grounding_targets
 
@@ -192,10 +219,17 @@ def step_losses(
             model.config.grid,
             model.config.max_text_len,
         )
-        lg = grounding_loss(ground_head, hidden[:n_pos], targets)
+        lg = grounding_loss(ground_head, hidden[:n_pos], targets) * (n_pos / max(1, n_rows))
         loss = loss + cfg.ground_weight * lg
-        logs["ground"] = lg.item()
+        logs["ground"] = all_reduce_sum(lg.item(), dist)
     return loss, logs
+
+
+def _append_rows(table: torch.Tensor, extra: torch.Tensor, batch: int) -> torch.Tensor:
+    """``table``'s first ``batch`` rows, then ``extra`` (extra entries are indexed from ``batch``)."""
+    import torch
+
+    return torch.cat([table[:batch], extra.to(table.dtype)])
 
 
 def _extend_texts(
@@ -212,7 +246,7 @@ def _extend_texts(
     import torch.nn.functional as F
 
     etok = model.tokenize(extra)
-    e_ids, e_mask = etok["input_ids"], etok["attention_mask"]
+    e_ids, e_mask = etok["input_ids"].to(ids.device), etok["attention_mask"].to(ids.device)
     width = max(ids.shape[1], e_ids.shape[1])
 
     def pad(x: torch.Tensor) -> torch.Tensor:

@@ -9,156 +9,69 @@
 * ``joint`` ONE set of weights, both losses summed at every step; the bi-encoder's own in-batch
             similarities mine the cross-encoder's hard negatives.
 
-Each step draws ``batch_size`` training scenes (whole distractor groups, so every batch holds hard
-negatives) from a pool rendered once from the ``shapes`` train split, one random caption each.
+What a run reads: the ``shapes`` pool (rendered once into memory), or a captioned manifest whose
+images stream from disk through :mod:`search_backend.training.loader` (bad images are skipped and
+reported in ``OUT/skipped.jsonl``). What it writes, on rank 0 only: ``OUT/metrics.jsonl`` and
+``OUT/curves.png`` (:mod:`search_backend.training.records`), a checkpoint every
+``checkpoint_every`` steps, and the model: the weights of the best validation
+(:mod:`search_backend.training.validation`) when there is validation data, else the last.
+
 Everything random derives from ``seed`` and the step number, and checkpoints hold the optimiser,
-scheduler and torch RNG, so a resumed run ends with the same weights as an uninterrupted one.
+scheduler, torch RNG, model-selection state and clock, so a resumed run ends with the same weights
+as an uninterrupted one. Under ``torchrun`` each process trains on its share of every batch with
+DistributedDataParallel (:mod:`search_backend.training.distributed`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import shutil
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search_backend.config import check_choice
 from search_backend.model.joint import JointConfig, JointModel
-from search_backend.runtime import check_precision, configure_torch
+from search_backend.runtime import configure_torch
+from search_backend.training.config import SETUPS, TrainConfig, config_json, trained_fields
+from search_backend.training.data import ManifestData, ShapesPool, TrainingPool
+from search_backend.training.distributed import (
+    Dist,
+    all_reduce_sum,
+    barrier,
+    gather_objects,
+    gather_sizes,
+    init_distributed,
+)
 from search_backend.training.grounding import build_grounding_head
-from search_backend.training.losses import BI_LOSSES, CE_LOSSES
+from search_backend.training.loader import StepBatches, batches
 from search_backend.training.pairs import pool_neighbours
+from search_backend.training.records import MetricsLog, SkipLog, plot_curves
 from search_backend.training.step import StepBatch, step_losses
+from search_backend.training.validation import Selection, Validator
 
 if TYPE_CHECKING:
     from search_backend.model.base import RetrievalModel
+    from search_backend.training.data import TrainingData
 
-__all__ = ["SETUPS", "TrainConfig", "TrainingPool", "config_json", "train", "train_single", "trained_with"]
+__all__ = [
+    "SETUPS",
+    "TrainConfig",
+    "TrainingPool",
+    "config_json",
+    "prepare_data",
+    "train",
+    "train_single",
+    "trained_with",
+]
 
-SETUPS = ("be", "ce", "sep", "joint")
 _CKPT = "checkpoint"
+_BEST = "best"
 _TRAIN_CONFIG = "train_config.json"
-_RATES = ("hard_rate", "hard_other_group_rate", "text_hard_rate", "flip_negative_rate", "pool_negative_rate")
-
-
-@dataclass
-class TrainConfig:
-    setup: str = "joint"
-    steps: int = 500
-    batch_size: int = 32
-    lr_backbone: float = 1e-4
-    lr_new: float = 1e-3
-    lr_image_encoder: float = 0.0
-    """Learning rate of a pretrained image encoder's CNN (``model.image_encoder=efficientnet-lite0``);
-    0: ``lr_backbone``. Its new projection learns at ``lr_new``."""
-    freeze_image_encoder: bool = False
-    """Keep a pretrained image encoder's CNN weights fixed (its projection still learns)."""
-    weight_decay: float = 0.01
-    warmup_steps: int = 25
-    """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
-    bi_loss: str = "infonce"
-    margin: float = 0.1
-    ce_weight: float = 1.0
-    ce_loss: str = "bce"
-    """``bce`` (binary matching loss), ``rank`` (each positive above each of its own negatives) or
-    ``listwise`` (softmax over a row's positive and its ``ce_negatives`` negatives)."""
-    ce_negatives: int = 1
-    """Negatives per positive in the cross-encoder's loss. Above 1, each row lists that many
-    in-batch negatives (mined at ``hard_rate``; ``pairs.cross_lists``) in one cross pass."""
-    cls_weight: float = 0.0
-    """Weight of a second matching loss on the CLS head's term alone (``cls+pair`` readout): the
-    pair cosine can satisfy the matching loss by itself, leaving the CLS head, the part that reads
-    cross-attention, untrained. 0: off."""
-    hard_rate: float = 0.5
-    hard_other_group_rate: float = 0.0
-    """Share of the mined hard negatives taken from outside the row's distractor group (the
-    bi-encoder's best partial match in the batch rather than the twin; see ``sample_negatives``)."""
-    ce_rows: int = 0
-    """How many of a batch's rows also train the cross-encoder (0: all). The cross-encoder reads
-    text and patches together, so its rows cost the most; a subset makes a step cheaper while the
-    bi-encoder (and the hard-negative mining) still sees the whole batch."""
-    text_hard_rate: float = 0.0
-    """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
-    positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
-    flip_negative_rate: float = 0.0
-    """Share of the cross-encoder's wrong-image negatives replaced by the positive image mirrored
-    along its first relation's axis (``shapes.mirror_axis``): same objects, the relation reversed,
-    so only spatial reasoning tells it from the truth."""
-    pool_negative_rate: float = 0.0
-    """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
-    neighbours over the whole training pool (what reranking actually sees: scenes sharing some
-    objects), instead of from the batch. Needs a bi-encoder: ``joint`` or a ``miner``."""
-    ground_weight: float = 0.0
-    """Weight of the grounding loss (``training.grounding``): in each positive pair's cross pass,
-    every word of an object mention predicts the patch row and column of its object. 0: off."""
-    pool_negatives: int = 20
-    pool_refresh: int = 100
-    """Steps between two re-embeddings of the pool for ``pool_negative_rate``."""
-    precision: str = "auto"
-    """Transformer arithmetic while training (see ``Settings.precision``): bf16 autocast halves a
-    step's time on CPUs with native bfloat16; weights, heads and losses stay float32."""
-    pool_size: int = 8000
-    seed: int = 0
-    checkpoint_every: int = 100
-    backbone: str = ""
-    init_from: str = ""
-    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``)."""
-    model: dict[str, Any] = field(default_factory=dict)
-    """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
-
-    def validate(self) -> None:
-        check_choice("set-up", self.setup, SETUPS)
-        check_choice("bi-encoder loss", self.bi_loss, BI_LOSSES)
-        if self.steps < 1 or self.batch_size < 2:
-            raise ValueError("steps must be >= 1 and batch_size >= 2")
-        check_precision(self.precision)
-        check_choice("cross-encoder loss", self.ce_loss, CE_LOSSES)
-        for name in _RATES:
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
-        for name in ("ground_weight", "cls_weight"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.ce_negatives < 1 or self.ce_negatives >= self.batch_size:
-            raise ValueError(f"ce_negatives must be within [1, batch_size), got {self.ce_negatives}")
-        if self.ce_negatives > 1:
-            for name in ("text_hard_rate", "flip_negative_rate", "pool_negative_rate", "ground_weight"):
-                if getattr(self, name):
-                    raise ValueError(f"{name} works with one negative per positive (ce_negatives=1)")
-        if self.ce_rows < 0:
-            raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
-
-
-class TrainingPool:
-    """Training scenes rendered once: uint8 pixels, captions and distractor groups."""
-
-    def __init__(self, size: int, seed: int, image_size: int) -> None:
-        from search_backend.data.shapes import make_shapes
-
-        items = list(make_shapes("train", size, seed, image_size=image_size))
-        self.pixels = np.stack([np.asarray(it.image, dtype=np.uint8) for it in items])
-        self.captions = [it.captions for it in items]
-        self.groups = np.array([it.group for it in items], dtype=np.int64)
-        self.scenes = [it.scene for it in items]
-        order: dict[int, list[int]] = {}
-        for i, g in enumerate(self.groups.tolist()):
-            order.setdefault(g, []).append(i)
-        self._members = list(order.values())
-
-    def __len__(self) -> int:
-        return len(self.captions)
-
-    def sample(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
-        """Indices of ``batch_size`` scenes made of whole distractor groups, in random order."""
-        picked: list[int] = []
-        for g in rng.permutation(len(self._members)):
-            picked.extend(self._members[int(g)])
-            if len(picked) >= batch_size:
-                break
-        return np.array(picked[:batch_size], dtype=np.int64)
+_SUMMARY = "training.json"
 
 
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
@@ -193,6 +106,68 @@ def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[A
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule)
 
 
+# -- data -------------------------------------------------------------------------------------
+
+
+def prepare_data(
+    cfg: TrainConfig, image_size: int, skips: SkipLog | None = None
+) -> tuple[TrainingData, Validator | None]:
+    """The training set and the validator of ``cfg`` (None: no validation data).
+
+    ``shapes`` (no ``manifest``): the in-memory pool, validated on the ``val`` split when
+    ``eval_every > 0``. A manifest: its items, validated on ``val_manifest`` or on a held-out
+    ``val_fraction`` of its groups. Items a reader leaves out go to ``skips``; a manifest with no
+    usable item, or validation images shared with the training set, are errors here.
+    """
+    from search_backend.evaluation.corpus import shapes_corpus
+    from search_backend.training.data import check_disjoint, split_validation
+    from search_backend.training.validation import manifest_val_corpus
+
+    methods = ("be",) if cfg.setup == "be" else ("be", "rr")
+
+    def validator(corpus: Any) -> Validator:
+        return Validator(corpus, cfg.selection(), cfg.val_queries, seed=cfg.seed, methods=methods)
+
+    if not cfg.manifest:
+        pool = ShapesPool(cfg.pool_size, cfg.seed, image_size)
+        if not cfg.eval_every:
+            return pool, None
+        return pool, validator(shapes_corpus("val", cfg.val_size, cfg.seed, image_size=image_size))
+    read: dict[str, Any] = {
+        "image_size": image_size,
+        "image_root": cfg.image_root or None,
+        "augment": cfg.augment,
+    }
+    train_set, problems = ManifestData.read(cfg.manifest, split=_splits(cfg.split), **read)
+    if cfg.val_manifest:
+        val_set, val_problems = ManifestData.read(
+            cfg.val_manifest, split=_splits(cfg.val_split or "val", cfg.val_manifest), **read
+        )
+        problems += val_problems
+        check_disjoint(train_set, val_set)
+    else:
+        train_set, val_set = split_validation(train_set, cfg.val_fraction, cfg.seed)
+    if skips is not None:
+        for p in problems:
+            skips.add(p.item, p.item, p.reason, "manifest", p.line)
+    corpus, failed = manifest_val_corpus(val_set, cfg.val_size, cfg.seed)
+    if skips is not None:
+        for _, source, reason in failed:
+            skips.add(source, source, reason, "load")
+    return train_set, validator(corpus)
+
+
+def _splits(split: str, path: str | None = None) -> str | list[str] | None:
+    """``a+b`` -> [a, b]; a Karpathy split applies to ``.json`` manifests only."""
+    if not split or (path is not None and not path.lower().endswith(".json")):
+        return None
+    parts = [s for s in split.split("+") if s]
+    return parts[0] if len(parts) == 1 else parts
+
+
+# -- checkpoints ------------------------------------------------------------------------------
+
+
 def _save_checkpoint(
     out: Path, model: JointModel, opt: Any, sched: Any, step: int, cfg: TrainConfig, extra: dict[str, Any]
 ) -> None:
@@ -219,12 +194,6 @@ def _save_checkpoint(
     tmp.rename(final)
 
 
-def config_json(cfg: TrainConfig) -> dict[str, Any]:
-    """``cfg`` as it reads back from JSON (what a model folder records)."""
-    result: dict[str, Any] = json.loads(json.dumps(asdict(cfg), sort_keys=True))
-    return result
-
-
 def _write_train_config(path: Path, cfg: TrainConfig) -> None:
     (path / _TRAIN_CONFIG).write_text(json.dumps(config_json(cfg), sort_keys=True))
 
@@ -244,9 +213,19 @@ def _load_checkpoint(out: Path, cfg: TrainConfig) -> tuple[JointModel, dict[str,
     ckpt = out / _CKPT
     if not (ckpt / "train_state.pt").is_file():
         return None
-    if trained_with(ckpt) != config_json(cfg):
+    saved = trained_with(ckpt)
+    if saved is None or trained_fields(saved) != trained_fields(cfg):
         raise ValueError(f"{ckpt}: checkpoint was written with another training config; use a new --out")
     return JointModel.load(ckpt), torch.load(ckpt / "train_state.pt", weights_only=False)
+
+
+def _resolve_steps(cfg: TrainConfig, n_items: int) -> TrainConfig:
+    if cfg.epochs <= 0:
+        return cfg
+    return replace(cfg, steps=max(1, math.ceil(cfg.epochs * n_items / cfg.batch_size)))
+
+
+# -- one set of weights -----------------------------------------------------------------------
 
 
 def train_single(
@@ -256,13 +235,18 @@ def train_single(
     miner: RetrievalModel | None = None,
     resume: bool = True,
     progress: bool = True,
-    pool: TrainingPool | None = None,
+    pool: TrainingData | None = None,
+    validator: Validator | None = None,
     stop_after: int | None = None,
+    dist: Dist | None = None,
+    skips: SkipLog | None = None,
 ) -> JointModel:
     """Train one set of weights for ``be``, ``ce`` or ``joint`` and save it to ``out``.
 
-    ``stop_after`` ends the run early after that many steps in all, leaving a checkpoint in
-    ``out/checkpoint`` that a later call resumes from (and the partly trained model is returned).
+    ``pool`` / ``validator`` are the training set and validation (default: :func:`prepare_data`
+    of ``cfg``). ``stop_after`` ends the run early after that many steps in all, leaving a
+    checkpoint in ``out/checkpoint`` that a later call resumes from (the partly trained model is
+    returned).
     """
     import torch
     from tqdm import tqdm
@@ -274,26 +258,35 @@ def train_single(
         raise ValueError("train_single trains one set of weights; use train() for 'sep'")
     if cfg.pool_negative_rate > 0 and cfg.setup != "joint" and miner is None:
         raise ValueError("pool_negative_rate needs a bi-encoder: the joint set-up or a miner")
+    d = dist or init_distributed(cfg.device)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(d)
     configure_torch()
     torch.manual_seed(cfg.seed)
     do_bi, do_ce = cfg.setup in ("be", "joint"), cfg.setup in ("ce", "joint")
 
     restored = _load_checkpoint(out, cfg) if resume else None
+    state: dict[str, Any] = {}
     if restored is not None:
         model, state = restored
-        start = int(state["step"])
     else:
         model = (
             JointModel.load(cfg.init_from)
             if cfg.init_from
             else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
         )
-        state, start = {}, 0
+    skips = skips or SkipLog(out, resume=bool(state), enabled=d.main)
+    if pool is None:
+        pool, prepared = prepare_data(cfg, model.config.image_size, skips)
+        validator = validator or prepared
+    cfg = _resolve_steps(cfg, len(pool))
+    start = int(state.get("step", 0))
+    model.net.to(d.device)
     ground_head = None
     if do_ce and cfg.ground_weight > 0:
-        ground_head = build_grounding_head(model.net.hidden, model.config.grid)
+        ground_head = build_grounding_head(model.net.hidden, model.config.grid).to(d.device)
         if state:
             ground_head.load_state_dict(state["ground_head"])
     opt, sched = _optimizer(model, cfg, list(ground_head.parameters()) if ground_head else [])
@@ -301,7 +294,10 @@ def train_single(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-    pool = pool or TrainingPool(cfg.pool_size, cfg.seed, model.config.image_size)
+    ddp = _wrap(model, ground_head, d)
+    selection = Selection(**state.get("selection", {}))
+    clock = float(state.get("seconds", 0.0))
+    metrics = MetricsLog(out, start, enabled=d.main)
     net = model.net
     net.train()
     bar = tqdm(
@@ -309,44 +305,212 @@ def train_single(
         initial=start,
         total=cfg.steps,
         desc=f"train {cfg.setup}",
-        disable=not progress,
+        disable=not progress or not d.main,
     )
-    neighbours: tuple[np.ndarray, np.ndarray] | None = state.get("neighbours") if state else None
-    for step in bar:
+    neighbours: tuple[np.ndarray, np.ndarray] | None = state.get("neighbours")
+    loader = batches(
+        StepBatches(pool, seed=cfg.seed, batch_size=cfg.batch_size, rank=d.rank, world=d.world),
+        start,
+        cfg.steps,
+        workers=cfg.workers,
+    )
+    began = time.perf_counter() - clock
+    stopped_early = False
+    step = start
+    for step, loaded in zip(bar, loader, strict=False):
         if do_ce and cfg.pool_negative_rate > 0 and (neighbours is None or step % cfg.pool_refresh == 0):
-            neighbours = pool_neighbours(miner or model, pool, cfg.pool_negatives)
+            neighbours = pool_neighbours(miner or model, pool, cfg.pool_negatives, workers=cfg.workers)
             net.train()
-        rng = np.random.default_rng([cfg.seed, step])
-        idx = pool.sample(rng, cfg.batch_size)
-        captions = [pool.captions[i][int(rng.integers(len(pool.captions[i])))] for i in idx]
-        batch = StepBatch(
-            idx, captions, images_to_tensor(pool.pixels[idx], model.config.image_size), pool.pixels[idx]
-        )
-        loss, logs = step_losses(
+        batch, skipped = _global_batch(loaded, model.config.image_size, d, images_to_tensor)
+        for _item, source, reason in skipped:
+            skips.add(source, source, reason, "load")
+        rng = np.random.default_rng()
+        rng.bit_generator.state = loaded.rng_state
+        if len(batch.captions) < 2:  # every image of the batch failed: nothing to learn from
+            sched.step()
+            continue
+        loss, logs = ddp(
             cfg, model, batch, rng, pool, miner=miner, neighbours=neighbours, ground_head=ground_head
         )
-        loss.backward()
+        (loss * d.world).backward()  # DDP averages gradients over ranks; each loss is a share
+        total = all_reduce_sum(loss.item(), d)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
         bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items()})
         done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            metrics.write(
+                {
+                    "kind": "train",
+                    "step": done,
+                    "loss": total,
+                    **logs,
+                    "lr": sched.get_last_lr()[0],
+                    "seconds": round(time.perf_counter() - began, 2),
+                    "skipped": len(skips),
+                }
+            )
+        if validator is not None and (
+            (cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.steps) or done == cfg.steps
+        ):
+            stopped_early = _validate(model, miner, validator, selection, done, out, metrics, began, cfg, d)
         if done < cfg.steps and (done % cfg.checkpoint_every == 0 or done == stop_after):
-            kept: dict[str, Any] = {"neighbours": neighbours}
+            kept: dict[str, Any] = {
+                "neighbours": neighbours,
+                "selection": asdict(selection),
+                "seconds": time.perf_counter() - began,
+            }
             if ground_head is not None:
                 kept["ground_head"] = ground_head.state_dict()
-            _save_checkpoint(out, model, opt, sched, done, cfg, kept)
+            if d.main:
+                _save_checkpoint(out, model, opt, sched, done, cfg, kept)
+            barrier(d)
         if done == stop_after and done < cfg.steps:
             net.eval()
             return model
+        if stopped_early:
+            break
+    loader.close()
+    if stopped_early and validator is not None:
+        bar.write(f"early stop at step {step + 1}: no better {cfg.selection()} in {cfg.patience} validations")
     net.eval()
     model.config.trained = (["bi"] if do_bi else []) + (["cross"] if do_ce else [])
+    if d.main:
+        steps_run = step + 1 if cfg.steps > start else start
+        model = _finish(
+            out, model, cfg, selection, validator is not None, skips, steps_run, time.perf_counter() - began
+        )
+        if progress and (len(skips) or cfg.manifest):
+            bar.write(skips.summary())
+    barrier(d)
+    return model
+
+
+def _wrap(model: JointModel, ground_head: Any, d: Dist) -> Any:
+    """``step_losses`` as DDP sees it: one module's forward, gradients averaged over the ranks."""
+    if not d.active:
+        return step_losses
+    import torch
+    from torch.nn.parallel import DistributedDataParallel
+
+    class _Step(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model.net
+            self.ground = ground_head
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return step_losses(*args, dist=d, **kwargs)
+
+    ids = [torch.device(d.device).index] if d.device.startswith("cuda") else None
+    wrapped = DistributedDataParallel(_Step(), device_ids=ids, find_unused_parameters=True)
+    return wrapped
+
+
+def _global_batch(loaded: Any, image_size: int, d: Dist, to_tensor: Any) -> tuple[StepBatch, list[Any]]:
+    """The rows every rank loaded, as one batch (this rank computes its own); everyone's skips."""
+    if not d.active:
+        idx = loaded.idx[loaded.rows]
+        pixels = to_tensor(loaded.pixels, image_size)
+        return StepBatch(
+            idx, [loaded.captions[int(r)] for r in loaded.rows], pixels, loaded.pixels
+        ), loaded.skipped
+    sizes = gather_sizes(len(loaded.rows), d)
+    parts = gather_objects((loaded.rows, loaded.pixels, loaded.skipped), d)
+    rows = np.concatenate([p[0] for p in parts])
+    uint8 = np.concatenate([p[1] for p in parts])
+    skipped = [s for p in parts for s in p[2]]
+    start = sum(sizes[: d.rank])
+    pixels = to_tensor(uint8, image_size).to(d.device)
+    batch = StepBatch(
+        loaded.idx[rows],
+        [loaded.captions[int(r)] for r in rows],
+        pixels,
+        uint8,
+        local=slice(start, start + sizes[d.rank]),
+        sizes=sizes,
+    )
+    return batch, skipped
+
+
+def _validate(
+    model: JointModel,
+    miner: RetrievalModel | None,
+    validator: Validator,
+    selection: Selection,
+    step: int,
+    out: Path,
+    metrics: MetricsLog,
+    began: float,
+    cfg: TrainConfig,
+    d: Dist,
+) -> bool:
+    """Score the model on the validation data (rank 0), keep it if best; True: stop early."""
+    stop = False
+    if d.main:
+        from search_backend.model.sep import SepModel
+
+        judged: Any = SepModel(miner, model) if miner is not None and isinstance(miner, JointModel) else model
+        model.net.eval()
+        results = validator.evaluate(judged)
+        model.net.train()
+        value = validator.value(results)
+        best = selection.update(value, step)
+        if best and step < cfg.steps:
+            model.save(out / _BEST)
+        metrics.write(
+            {
+                "kind": "eval",
+                "step": step,
+                "seconds": round(time.perf_counter() - began, 2),
+                "metric": validator.select,
+                "value": value,
+                "best": best,
+                "results": results,
+            }
+        )
+        plot_curves(out)
+        stop = bool(cfg.patience) and selection.since_best >= cfg.patience
+    return bool(gather_objects(stop, d)[0])
+
+
+def _finish(
+    out: Path,
+    model: JointModel,
+    cfg: TrainConfig,
+    selection: Selection,
+    validated: bool,
+    skips: SkipLog,
+    steps_run: int,
+    seconds: float,
+) -> JointModel:
+    """Save the final model: the best validation's weights when an earlier one won, else these."""
+    best_dir = out / _BEST
+    if validated and selection.best_step != steps_run and best_dir.is_dir():
+        best = JointModel.load(best_dir)
+        best.config.trained = model.config.trained
+        model = best
     model.save(out)
     _write_train_config(out, cfg)
-    if (out / _CKPT).exists():
-        shutil.rmtree(out / _CKPT)
+    summary = {
+        "steps": steps_run,
+        "seconds": round(seconds, 1),
+        "skipped": len(skips),
+        "selected_step": selection.best_step if validated else steps_run,
+        "metric": cfg.selection() if validated else None,
+        "value": selection.best if validated else None,
+    }
+    (out / _SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(out)
+    for leftover in (out / _CKPT, best_dir):
+        if leftover.exists():
+            shutil.rmtree(leftover)
     return model
+
+
+# -- the four set-ups -------------------------------------------------------------------------
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:
@@ -357,20 +521,45 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     out = Path(out)
     if cfg.setup != "sep":
         return train_single(cfg, out, resume=resume, progress=progress)
-    pool = TrainingPool(cfg.pool_size, cfg.seed, JointConfig(**cfg.model).image_size)
+    d = init_distributed(cfg.device)
     bi_cfg = TrainConfig(**{**asdict(cfg), "setup": "be"})
     bi_dir, ce_dir = out / "bi", out / "cross"
+    skips = SkipLog(out, resume=resume, enabled=d.main and bool(cfg.manifest))
+    pool, validator = prepare_data(cfg, JointConfig(**cfg.model).image_size, skips)
+    be_validator = validator and Validator(
+        validator.corpus, bi_cfg.selection(), validator.queries, seed=validator.seed, methods=("be",)
+    )
     # The cross-encoder starts from the trained bi-encoder's weights (then trains on its own):
     # from the text-only backbone its cold vision side never left chance in our budget.
     ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce", "init_from": str(bi_dir)})
     bi = (
         JointModel.load(bi_dir)
         if _finished(bi_dir)
-        else train_single(bi_cfg, bi_dir, resume=resume, progress=progress, pool=pool)
+        else train_single(
+            bi_cfg,
+            bi_dir,
+            resume=resume,
+            progress=progress,
+            pool=pool,
+            validator=be_validator,
+            dist=d,
+            skips=skips,
+        )
     )
-    cross = train_single(ce_cfg, ce_dir, miner=bi, resume=resume, progress=progress, pool=pool)
+    cross = train_single(
+        ce_cfg,
+        ce_dir,
+        miner=bi,
+        resume=resume,
+        progress=progress,
+        pool=pool,
+        validator=validator,
+        dist=d,
+        skips=skips,
+    )
     model = SepModel(bi, cross)
-    model.save(out)
+    if d.main:
+        model.save(out)
     return model
 
 

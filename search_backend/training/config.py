@@ -1,0 +1,191 @@
+"""The training configuration: one dataclass, recorded with every model it trains.
+
+Every field can be set from the command line (``xmr train --set KEY=VALUE``, see
+:mod:`search_backend.training.recipes`); :meth:`TrainConfig.validate` checks them all before a run
+starts, naming the field. A checkpoint records the config it was written with, and a run only
+resumes from a checkpoint of the same config (fields under *how the run executes* aside: they do
+not change what is trained).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from search_backend.config import check_choice
+from search_backend.runtime import check_precision
+from search_backend.training.distributed import DEVICES
+from search_backend.training.losses import BI_LOSSES, CE_LOSSES
+from search_backend.training.validation import check_select
+
+__all__ = ["RUN_ONLY", "SETUPS", "TrainConfig", "config_json", "trained_fields"]
+
+SETUPS = ("be", "ce", "sep", "joint")
+_RATES = ("hard_rate", "hard_other_group_rate", "text_hard_rate", "flip_negative_rate", "pool_negative_rate")
+RUN_ONLY = ("workers", "device", "log_every", "checkpoint_every")
+"""Fields that change how a run executes, not what it trains."""
+
+
+@dataclass
+class TrainConfig:
+    setup: str = "joint"
+    steps: int = 500
+    batch_size: int = 32
+    lr_backbone: float = 1e-4
+    lr_new: float = 1e-3
+    lr_image_encoder: float = 0.0
+    """Learning rate of a pretrained image encoder's CNN (``model.image_encoder=efficientnet-lite0``);
+    0: ``lr_backbone``. Its new projection learns at ``lr_new``."""
+    freeze_image_encoder: bool = False
+    """Keep a pretrained image encoder's CNN weights fixed (its projection still learns)."""
+    weight_decay: float = 0.01
+    warmup_steps: int = 25
+    """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
+    bi_loss: str = "infonce"
+    margin: float = 0.1
+    ce_weight: float = 1.0
+    ce_loss: str = "bce"
+    """``bce`` (binary matching loss), ``rank`` (each positive above each of its own negatives) or
+    ``listwise`` (softmax over a row's positive and its ``ce_negatives`` negatives)."""
+    ce_negatives: int = 1
+    """Negatives per positive in the cross-encoder's loss. Above 1, each row lists that many
+    in-batch negatives (mined at ``hard_rate``; ``pairs.cross_lists``) in one cross pass."""
+    cls_weight: float = 0.0
+    """Weight of a second matching loss on the CLS head's term alone (``cls+pair`` readout): the
+    pair cosine can satisfy the matching loss by itself, leaving the CLS head, the part that reads
+    cross-attention, untrained. 0: off."""
+    hard_rate: float = 0.5
+    hard_other_group_rate: float = 0.0
+    """Share of the mined hard negatives taken from outside the row's distractor group (the
+    bi-encoder's best partial match in the batch rather than the twin; see ``sample_negatives``)."""
+    ce_rows: int = 0
+    """How many of a batch's rows also train the cross-encoder (0: all). The cross-encoder reads
+    text and patches together, so its rows cost the most; a subset makes a step cheaper while the
+    bi-encoder (and the hard-negative mining) still sees the whole batch."""
+    text_hard_rate: float = 0.0
+    """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
+    positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
+    flip_negative_rate: float = 0.0
+    """Share of the cross-encoder's wrong-image negatives replaced by the positive image mirrored
+    along its first relation's axis (``shapes.mirror_axis``): same objects, the relation reversed,
+    so only spatial reasoning tells it from the truth."""
+    pool_negative_rate: float = 0.0
+    """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
+    neighbours over the whole training pool (what reranking actually sees: scenes sharing some
+    objects), instead of from the batch. Needs a bi-encoder: ``joint`` or a ``miner``."""
+    ground_weight: float = 0.0
+    """Weight of the grounding loss (``training.grounding``): in each positive pair's cross pass,
+    every word of an object mention predicts the patch row and column of its object. 0: off."""
+    pool_negatives: int = 20
+    pool_refresh: int = 100
+    """Steps between two re-embeddings of the pool for ``pool_negative_rate``."""
+    precision: str = "auto"
+    """Transformer arithmetic while training (see ``Settings.precision``): bf16 autocast halves a
+    step's time on CPUs with native bfloat16; weights, heads and losses stay float32."""
+    pool_size: int = 8000
+    """Scenes of the in-memory ``shapes`` pool (training without ``manifest``)."""
+    seed: int = 0
+    checkpoint_every: int = 100
+    # --- data (what a run trains and validates on; recorded, so resuming checks it) ---
+    manifest: str = ""
+    """A captioned JSONL / Karpathy manifest to train on instead of the ``shapes`` pool."""
+    image_root: str = ""
+    """Folder relative image paths of ``manifest`` (and ``val_manifest``) start from."""
+    split: str = ""
+    """Karpathy JSON only: train on this split (e.g. ``train``; ``train+restval`` for several)."""
+    val_manifest: str = ""
+    """Validation manifest; it must share no image with the training set."""
+    val_split: str = ""
+    """Karpathy JSON only: the validation split of ``val_manifest`` (default: ``val``)."""
+    val_fraction: float = 0.05
+    """Without ``val_manifest``: the share of the training groups held out for validation."""
+    augment: bool = True
+    """Random resized crops and (for manifests, whose captions rarely name left/right) flips."""
+    epochs: float = 0.0
+    """When above 0, ``steps`` becomes ``ceil(epochs * training items / batch_size)``."""
+    # --- validation and model selection ---
+    eval_every: int = 0
+    """Validate every this many steps (0: once, at the end, when there is validation data; for the
+    ``shapes`` pool validation needs ``eval_every > 0`` and uses the ``val`` split)."""
+    val_queries: int = 100
+    """Caption queries and image queries (each) of a validation."""
+    val_size: int = 1000
+    """Largest number of validation images (decoded once, held in memory)."""
+    select: str = "rr.t2i.r1"
+    """What picks the saved model among the validations: ``be``/``rr``, ``t2i``/``i2t``, ``r1``/
+    ``r5``/``r10`` (``rr`` reads as ``be`` for the ``be`` set-up, which trains no cross-encoder)."""
+    patience: int = 0
+    """Stop after this many validations without a new best (0: never stop early)."""
+    # --- how the run executes (not recorded as part of what is trained) ---
+    workers: int = 0
+    """DataLoader worker processes that decode images (0: in the training process)."""
+    device: str = "auto"
+    """``auto`` (a GPU when visible, else the CPU), ``cpu`` or ``cuda``; under torchrun, each rank
+    takes the GPU of its local rank."""
+    log_every: int = 10
+    """Steps between two ``metrics.jsonl`` training lines."""
+    backbone: str = ""
+    init_from: str = ""
+    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``)."""
+    model: dict[str, Any] = field(default_factory=dict)
+    """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
+
+    def validate(self) -> None:
+        check_choice("set-up", self.setup, SETUPS)
+        check_choice("bi-encoder loss", self.bi_loss, BI_LOSSES)
+        if self.steps < 1 or self.batch_size < 2:
+            raise ValueError("steps must be >= 1 and batch_size >= 2")
+        check_precision(self.precision)
+        check_choice("cross-encoder loss", self.ce_loss, CE_LOSSES)
+        for name in _RATES:
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        for name in ("ground_weight", "cls_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ce_negatives < 1 or self.ce_negatives >= self.batch_size:
+            raise ValueError(f"ce_negatives must be within [1, batch_size), got {self.ce_negatives}")
+        if self.ce_negatives > 1:
+            for name in ("text_hard_rate", "flip_negative_rate", "pool_negative_rate", "ground_weight"):
+                if getattr(self, name):
+                    raise ValueError(f"{name} works with one negative per positive (ce_negatives=1)")
+        if self.ce_rows < 0:
+            raise ValueError("ce_rows must be >= 0 (0: every row of the batch)")
+        if self.manifest and self.scenes_needed():
+            raise ValueError(
+                f"{self.scenes_needed()} needs the shapes scenes behind each image; "
+                "a manifest has none (train without --manifest)"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be within (0, 1), got {self.val_fraction}")
+        for name in ("eval_every", "val_queries", "val_size", "patience", "workers", "log_every", "epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.val_queries < 1 or self.val_size < 2 or self.log_every < 1:
+            raise ValueError("val_queries must be >= 1, val_size >= 2 and log_every >= 1")
+        check_select(self.select)
+        check_choice("device", self.device, DEVICES)
+
+    def scenes_needed(self) -> str:
+        """The first option that reads shapes scenes (contrast captions, flips, grounding), or ''."""
+        for name in ("text_hard_rate", "flip_negative_rate", "ground_weight"):
+            if getattr(self, name):
+                return name
+        return ""
+
+    def selection(self) -> str:
+        """``select`` as this set-up can measure it (``be`` trains no cross-encoder to rerank with)."""
+        return "be" + self.select[2:] if self.setup == "be" and self.select.startswith("rr") else self.select
+
+
+def config_json(cfg: TrainConfig) -> dict[str, Any]:
+    """``cfg`` as it reads back from JSON (what a model folder records)."""
+    result: dict[str, Any] = json.loads(json.dumps(asdict(cfg), sort_keys=True))
+    return result
+
+
+def trained_fields(cfg: TrainConfig | dict[str, Any]) -> dict[str, Any]:
+    """The recorded config without the :data:`RUN_ONLY` fields (what must match to resume)."""
+    data = config_json(cfg) if isinstance(cfg, TrainConfig) else dict(cfg)
+    return {k: v for k, v in data.items() if k not in RUN_ONLY}
