@@ -525,31 +525,40 @@ class JointModel:
             for s in range(0, len(texts), bs):
                 chunk = images[s : s + bs]
                 pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
-                tok = self.tokenize(texts[s : s + bs])
-                tokens = self.net.image_tokens(pixels)
-                twin = None
-                if self.config.cross_readout == "residual":
-                    twin = self._twin_cosines(texts[s : s + bs], tok, tokens)
-                hidden = self.net.cross_hidden(tok["input_ids"], tok["attention_mask"], tokens=tokens)
-                c, p = self.net.cross_parts(hidden, tok["attention_mask"], twin)
+                c, p = self._score_chunk(texts[s : s + bs], pixels)
                 cls[s : s + bs], pair[s : s + bs] = c.float().numpy(), p.float().numpy()
         return cls, pair
 
-    def _twin_cosines(
-        self, texts: list[str], tok: dict[str, torch.Tensor], tokens: torch.Tensor
-    ) -> torch.Tensor:
-        """Twin-mode cosine of each (text, image) pair; a repeated text is embedded once."""
+    def _score_chunk(self, texts: list[str], pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross logits' two terms for pairs (texts[i], pixels[i]). A text or an image that recurs
+        (reranking pairs one query with every hit) goes through its own passes once."""
         import torch
 
+        net = self.net
         unique = list(dict.fromkeys(texts))
         slot = {t: k for k, t in enumerate(unique)}
-        firsts = torch.tensor([texts.index(t) for t in unique])
-        where = torch.tensor([slot[t] for t in texts])
-        ids, mask = tok["input_ids"][firsts], tok["attention_mask"][firsts]
-        width = int(mask.sum(1).max())  # the unique texts may need fewer columns
-        t = self.net.embed_text(ids[:, :width], mask[:, :width])[where]
-        v = self.net.embed_image(tokens=tokens)
-        return (t * v).sum(-1)
+        tw = torch.tensor([slot[t] for t in texts])
+        tok = self.tokenize(unique)
+        ids, mask = tok["input_ids"], tok["attention_mask"]
+        flat = pixels.flatten(1)
+        if len(flat) > 1 and bool((flat == flat[:1]).all()):  # one image for every pair
+            iw, pixels = torch.zeros(len(flat), dtype=torch.long), pixels[:1]
+        else:
+            iw = torch.arange(len(flat))
+        tokens = net.image_tokens(pixels)
+        residual = self.config.cross_readout == "residual"
+        if self.config.cross_layers:
+            t_low, t_top = net.text_states(ids, mask, final=residual)
+            i_low, i_top = net.image_states(tokens, final=residual)
+            hidden = net.fuse(t_low[tw], mask[tw], i_low[iw])
+            twin = (net.pool_text(t_top, mask)[tw] * net.pool_image(i_top)[iw]).sum(-1) if residual else None
+        else:
+            hidden = net.cross_hidden(ids[tw], mask[tw], tokens=tokens[iw])
+            twin = None
+            if residual:
+                twin = (net.embed_text(ids, mask)[tw] * net.embed_image(tokens=tokens)[iw]).sum(-1)
+        result: tuple[torch.Tensor, torch.Tensor] = net.cross_parts(hidden, mask[tw], twin)
+        return result
 
 
 def build_joint_model(backbone: str | Path | None = None, **config: Any) -> JointModel:
