@@ -322,6 +322,24 @@ def adapt(bi_path: Path | None, cross_path: Path | None, out: Path) -> None:
     click.echo(f"saved adapter model to {out}")
 
 
+@xmr.group("model")
+def model_group() -> None:
+    """Model folders: ship one as the package's default."""
+
+
+@model_group.command("ship")
+@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--command", "command", required=True, help="The exact command that trained it (recorded).")
+@handle_errors
+def model_ship(model_dir: Path, command: str) -> None:
+    """Store MODEL_DIR (a joint model) as the default model shipped with the package (fp16)."""
+    from search_backend.model.shipped import ship
+
+    folder = ship(model_dir, command=command)
+    size = (folder / "model.safetensors").stat().st_size / 1e6
+    click.echo(f"shipped {model_dir} as {folder} ({size:.1f} MB of fp16 weights)")
+
+
 # ---------------------------------------------------------------------------------------------
 # demo
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHIPPED_INFO", "shipped_info", "shipped_model_dir"]
+__all__ = ["SHIPPED_INFO", "ship", "shipped_info", "shipped_model_dir"]
 
 SHIPPED_INFO = "SHIPPED.json"
 _FOLDER = Path(__file__).resolve().parent / "shipped"
@@ -33,3 +33,34 @@ def shipped_info() -> dict[str, Any]:
         return {}
     info: dict[str, Any] = json.loads((folder / SHIPPED_INFO).read_text())
     return info
+
+
+def ship(model_dir: str | Path, *, command: str, notes: dict[str, Any] | None = None) -> Path:
+    """Store the joint model at ``model_dir`` as the shipped default (fp16 safetensors).
+
+    ``command`` is the exact command that trained it (recorded in ``SHIPPED.json`` with the
+    weights' sha256, the training config and ``notes``). Returns the shipped folder.
+    """
+    import hashlib
+    import shutil
+
+    from search_backend.model.joint import JointModel
+
+    source = Path(model_dir)
+    model = JointModel.load(source)
+    if _FOLDER.exists():
+        shutil.rmtree(_FOLDER)
+    model.save(_FOLDER, half=True)
+    for extra in ("train_config.json", "training.json"):
+        if (source / extra).is_file():
+            shutil.copy(source / extra, _FOLDER / extra)
+    digest = hashlib.sha256((_FOLDER / "model.safetensors").read_bytes()).hexdigest()
+    info = {
+        "command": command,
+        "weights_sha256": digest,
+        "weights_bytes": (_FOLDER / "model.safetensors").stat().st_size,
+        "parameters": model.num_parameters(),
+        **(notes or {}),
+    }
+    (_FOLDER / SHIPPED_INFO).write_text(json.dumps(info, indent=2) + "\n")
+    return _FOLDER

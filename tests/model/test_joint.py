@@ -184,3 +184,43 @@ def test_sincos_positions_start_ordered_and_split_rows_from_columns(
     assert torch.all(sims[:-1] > sims[1:])  # farther rows are less alike: order is readable
     with pytest.raises(ValueError, match="unknown position_init 'grid'"):
         JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, position_init="grid"))
+
+
+def test_half_precision_folders_are_half_the_size_and_load_as_float32(
+    tiny_model: JointModel, tmp_path: Path
+) -> None:
+    items = _items(3)
+    texts, images = [it.captions[0] for it in items], [it.image for it in items]
+    tiny_model.save(tmp_path / "full")
+    tiny_model.save(tmp_path / "half", half=True)
+    full, half = (tmp_path / "full" / "model.safetensors"), (tmp_path / "half" / "model.safetensors")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = JointModel.load(tmp_path / "half")
+    assert all(
+        p.dtype.is_floating_point is False or str(p.dtype) == "torch.float32" for p in loaded.net.parameters()
+    )
+    np.testing.assert_allclose(loaded.encode_texts(texts), tiny_model.encode_texts(texts), atol=2e-3)
+    np.testing.assert_allclose(loaded.score(texts, images), tiny_model.score(texts, images), atol=5e-2)
+    assert next(tiny_model.net.parameters()).dtype.is_floating_point  # the original stays float32
+
+
+def test_the_shipped_model_is_the_default_only_without_a_trained_one(
+    tiny_model: JointModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from search_backend.config import Settings
+    from search_backend.model import resolve_model_path, shipped
+
+    folder = tmp_path / "pkg" / "shipped"
+    monkeypatch.setattr(shipped, "_FOLDER", folder)
+    tiny_model.save(tmp_path / "trained")
+    shipped.ship(tmp_path / "trained", command="xmr train --steps 1")
+    info = json.loads((folder / "SHIPPED.json").read_text())
+    assert info["command"] == "xmr train --steps 1" and len(info["weights_sha256"]) == 64
+    settings = Settings(home=tmp_path / "home")
+    assert resolve_model_path("default", settings) == folder
+    with pytest.raises(ModelLoadError, match="no default model"):
+        resolve_model_path("default", settings.with_overrides(shipped_model=False))
+    tiny_model.save(settings.default_model_dir)
+    assert resolve_model_path("default", settings) == settings.default_model_dir
