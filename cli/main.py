@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cli import admin
+from cli.backbone import backbone
 from cli.errors import handle_errors
 
 __all__ = ["xmr"]
@@ -339,6 +340,7 @@ xmr.add_command(admin.jobs)
 xmr.add_command(admin.search_cmd)
 xmr.add_command(admin.worker)
 xmr.add_command(admin.serve)
+xmr.add_command(backbone)
 
 
 def main(argv: list[str] | None = None) -> Any:  # pragma: no cover - console entry
