@@ -39,12 +39,25 @@ def data() -> None:
 @click.option(
     "--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Pixels per side."
 )
+@click.option(
+    "--lang",
+    default="en",
+    show_default=True,
+    help="Caption language: en, de, fr, cs, or all (every language, a 'lang' field per line).",
+)
 @handle_errors
-def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) -> None:
-    """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image."""
+def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int, lang: str) -> None:
+    """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image (per language).
+
+    en writes SPLIT.jsonl, another language SPLIT.LANG.jsonl, all SPLIT.all.jsonl; the scenes,
+    splits and images are the same for every language.
+    """
+    from search_backend.data.grammars import check_lang
     from search_backend.data.shapes import write_shapes
 
-    manifest = write_shapes(out, split, size, seed, image_size=image_size)
+    if lang != "all":
+        check_lang(lang)
+    manifest = write_shapes(out, split, size, seed, image_size=image_size, lang=lang)
     click.echo(f"wrote {size} images and {manifest}")
 
 
