@@ -230,6 +230,11 @@ def train(
     help="Caption queries and image queries drawn (each).",
 )
 @click.option("--methods", default="be,ce,rr", show_default=True, help="Comma-separated subset of be,ce,rr.")
+@click.option(
+    "--lang",
+    default=None,
+    help="Captions in this language: shapes en|de|fr|cs (default en); a manifest: lines with that 'lang'.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @handle_errors
 def eval_cmd(
@@ -243,6 +248,7 @@ def eval_cmd(
     k: int,
     queries: int,
     methods: str,
+    lang: str | None,
     as_json: bool,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
@@ -252,14 +258,20 @@ def eval_cmd(
     from search_backend.runtime import configure_torch
 
     configure_torch()
+    if manifest is None and lang is not None:
+        from search_backend.data.grammars import check_lang
+
+        check_lang(lang)  # before the model loads
     model = load_model(model_spec)
     if manifest is not None:
-        corpus = manifest_corpus(manifest, image_root=image_root, split=split)
+        corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)
     else:
         image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
-        corpus = shapes_corpus(split or "test", size, seed, image_size=image_size)
+        corpus = shapes_corpus(split or "test", size, seed, image_size=image_size, lang=lang or "en")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
+    if lang is not None:
+        result["lang"] = lang
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -268,7 +280,8 @@ def eval_cmd(
         format_table(
             rows,
             title=(
-                f"{result['n_images']} images, {result['n_captions']} captions, "
+                f"{result['n_images']} images, {result['n_captions']} captions"
+                f"{' (' + lang + ')' if lang else ''}, "
                 f"{result['n_queries']} queries each way, rerank top-{result['k']}"
             ),
         )

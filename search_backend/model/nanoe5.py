@@ -28,6 +28,7 @@ import hashlib
 import json
 import struct
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,8 +388,13 @@ def precompiled_charsmap(mapping: dict[int, tuple[int, ...]]) -> bytes:
 
 
 def _double_array(keys: list[tuple[bytes, int]]) -> list[int]:
-    """A darts-clone double array for ``keys`` (byte string -> value < 2**31)."""
-    # trie as nested dicts: node = {"children": {byte: node}, "value": int | None}
+    """A darts-clone double array for ``keys`` (byte string -> value < 2**31).
+
+    Unit layout (what ``tokenizers``' ``Precompiled`` reads): bits 0-7 the label of the edge into the
+    node, bit 8 "has a leaf", bits 10-30 the XOR offset from the node's position to its children's
+    base; a leaf unit (at ``base ^ 0``) has bit 31 set and the value in bits 0-30. Every base is used
+    once and covers a whole 256-unit block in the array, so no lookup reads past its end.
+    """
     root: dict[str, Any] = {"children": {}, "value": None}
     for key, value in keys:
         if not key or 0 in key:
@@ -398,41 +404,40 @@ def _double_array(keys: list[tuple[bytes, int]]) -> list[int]:
             node = node["children"].setdefault(byte, {"children": {}, "value": None})
         node["value"] = value
     units: dict[int, int] = {0: 0}
-    used: set[int] = {0}
+    used = bytearray(512)  # 1 = position taken
+    used[0] = 1
     used_bases: set[int] = set()
     labels: dict[int, int] = {0: 0}
-    scan = 1
-    queue: list[tuple[int, dict[str, Any]]] = [(0, root)]
+    queue: deque[tuple[int, dict[str, Any]]] = deque([(0, root)])
     max_base = 0
     while queue:
-        pos, node = queue.pop(0)
+        pos, node = queue.popleft()
         kids = sorted(node["children"])
         has_leaf = node["value"] is not None
         if not kids and not has_leaf:
             continue
         need = ([0] if has_leaf else []) + kids
-        while scan in used:
-            scan += 1
-        q = scan
-        while True:
+        q = used.find(0, 1)
+        while True:  # q: a free position for the first slot; base = q ^ need[0]
+            if q < 0:
+                q = len(used)
             base = q ^ need[0]
-            if (
-                base not in used_bases
-                and base > 0
-                and all((base ^ c) not in used for c in need)
-                and (pos ^ base) < (1 << 21)
-            ):
-                break
-            q += 1
+            top = (base | 0xFF) + 1
+            if top > len(used):
+                used.extend(bytes(top - len(used) + 512))
+            if base > 0 and base not in used_bases and (pos ^ base) < (1 << 21):
+                if all(not used[base ^ c] for c in need):
+                    break
+            q = used.find(0, q + 1)
         used_bases.add(base)
         max_base = max(max_base, base)
         units[pos] = ((pos ^ base) << 10) | (int(has_leaf) << 8) | labels[pos]
         if has_leaf:
             units[base] = (1 << 31) | int(node["value"])
-            used.add(base)
+            used[base] = 1
         for c in kids:
             slot = base ^ c
-            used.add(slot)
+            used[slot] = 1
             labels[slot] = c
             units[slot] = c
             queue.append((slot, node["children"][c]))
