@@ -233,7 +233,8 @@ def train(
 @click.option(
     "--lang",
     default=None,
-    help="Captions in this language: shapes en|de|fr|cs (default en); a manifest: lines with that 'lang'.",
+    help="Captions in this language: shapes en|de|fr|cs|all or a list (default en); "
+    "a manifest: the lines with that 'lang'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @handle_errors
@@ -259,9 +260,9 @@ def eval_cmd(
 
     configure_torch()
     if manifest is None and lang is not None:
-        from search_backend.data.grammars import check_lang
+        from search_backend.data.grammars import parse_langs
 
-        check_lang(lang)  # before the model loads
+        parse_langs(lang)  # before the model loads
     model = load_model(model_spec)
     if manifest is not None:
         corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +12,17 @@ from search_backend.evaluation.evaluate import EvalCorpus
 __all__ = ["manifest_corpus", "shapes_corpus"]
 
 
-def shapes_corpus(split: str, size: int, seed: int, *, image_size: int = 64, lang: str = "en") -> EvalCorpus:
-    """The shapes ``split`` with its captions in ``lang`` (same scenes and images in every language)."""
-    from search_backend.data.grammars import check_lang
+def shapes_corpus(
+    split: str, size: int, seed: int, *, image_size: int = 64, lang: str | Sequence[str] = "en"
+) -> EvalCorpus:
+    """The shapes ``split`` with its captions in ``lang`` (same scenes and images in every language);
+    several languages (``("en", "de")``, ``"en,de"``, ``"all"``): every image has all their captions."""
+    from search_backend.data.grammars import parse_langs
     from search_backend.data.shapes import make_shapes
 
-    check_lang(lang)
+    langs = parse_langs(lang)
     images, captions, owner = [], [], []
-    for i, item in enumerate(make_shapes(split, size, seed, image_size=image_size, langs=(lang,))):
+    for i, item in enumerate(make_shapes(split, size, seed, image_size=image_size, langs=langs)):
         images.append(item.image)
         captions.extend(item.captions)
         owner.extend([i] * len(item.captions))

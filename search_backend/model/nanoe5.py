@@ -425,9 +425,9 @@ def _double_array(keys: list[tuple[bytes, int]]) -> list[int]:
             top = (base | 0xFF) + 1
             if top > len(used):
                 used.extend(bytes(top - len(used) + 512))
-            if base > 0 and base not in used_bases and (pos ^ base) < (1 << 21):
-                if all(not used[base ^ c] for c in need):
-                    break
+            free = base > 0 and base not in used_bases and (pos ^ base) < (1 << 21)
+            if free and all(not used[base ^ c] for c in need):
+                break
             q = used.find(0, q + 1)
         used_bases.add(base)
         max_base = max(max_base, base)

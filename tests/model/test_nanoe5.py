@@ -130,3 +130,23 @@ def test_tokenizer_ids_equal_the_engines(e5_backbone: Path, tmp_path: Path) -> N
     ours = [tok("query: " + s)["input_ids"] for s in sentences]
     assert ours == engine
     assert ours[0] != ours[1]
+
+
+def test_joint_model_on_e5_pairs_translations(e5_backbone: Path) -> None:
+    """A JointModel on the imported backbone encodes and scores captions in each language, and its
+    (untrained, identity-projected) text vectors find a caption's translation among 12 scenes
+    (the bundled English MiniLM finds 0-4 of 12 here)."""
+    from search_backend.data.shapes import make_shapes
+    from search_backend.model.joint import JointConfig, JointModel
+
+    model = JointModel.from_backbone(e5_backbone, JointConfig(image_size=32, patch_size=8))
+    items = list(make_shapes("test", 12, 0, image_size=32, langs="all"))
+    english = model.encode_texts([it.captions_in("en")[0] for it in items])
+    for lang in ("de", "fr", "cs"):
+        texts = [it.captions_in(lang)[0] for it in items]
+        other = model.encode_texts(texts)
+        assert np.allclose(np.linalg.norm(other, axis=1), 1.0, atol=1e-4)
+        sim = other @ english.T
+        assert (sim.argmax(1) == np.arange(len(items))).mean() >= 0.4, lang
+        scores = model.score(texts[:3], [it.image for it in items[:3]])
+        assert scores.shape == (3,) and np.isfinite(scores).all()
