@@ -150,3 +150,19 @@ def test_joint_model_on_e5_pairs_translations(e5_backbone: Path) -> None:
         assert (sim.argmax(1) == np.arange(len(items))).mean() >= 0.4, lang
         scores = model.score(texts[:3], [it.image for it in items[:3]])
         assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+def test_xmr_backbone_selects_the_imported_folder(
+    e5_backbone: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from search_backend.model.backbone import default_backbone_dir, resolve_backbone
+    from search_backend.model.base import ModelLoadError
+
+    monkeypatch.delenv("XMR_BACKBONE", raising=False)
+    assert resolve_backbone(None) == default_backbone_dir()
+    monkeypatch.setenv("XMR_BACKBONE", str(e5_backbone))
+    assert resolve_backbone(None) == e5_backbone and resolve_backbone("") == e5_backbone
+    assert resolve_backbone(default_backbone_dir()) == default_backbone_dir()  # an explicit folder wins
+    monkeypatch.setenv("XMR_BACKBONE", str(tmp_path / "nothing"))
+    with pytest.raises(ModelLoadError, match="nothing: not a local Hugging Face checkpoint"):
+        resolve_backbone(None)
