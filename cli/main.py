@@ -287,6 +287,15 @@ def eval_cmd(
             ),
         )
     )
+    click.echo("\nR@1 95% intervals (bootstrap over queries):")
+    for method, dirs in result["r1_ci95"].items():
+        shown = ", ".join(f"{d} [{lo:.1f}, {hi:.1f}]" for d, (lo, hi) in dirs.items())
+        click.echo(f"  {method}: {shown}")
+    for pair, dirs in result["r1_paired"].items():
+        shown = ", ".join(
+            f"{d} {v['diff']:+.1f} [{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}]" for d, v in dirs.items()
+        )
+        click.echo(f"  {pair} (paired): {shown}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class Settings:
     seed: int = 0
     database_url: str = ""
     """SQLAlchemy URL of the job database; empty = SQLite file ``$XMR_HOME/xmr.db``."""
+    shipped_model: bool = True
+    """Without a trained ``$XMR_HOME/models/default``, ``default`` means the model shipped with the
+    package (false: there is no default until one is trained)."""
     model: str = "default"
     """Model used by new collections: ``default`` (the cached joint model) or a saved model folder."""
     store: str = "faiss"

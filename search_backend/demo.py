@@ -28,11 +28,18 @@ __all__ = ["ensure_default_model", "run_demo"]
 def ensure_default_model(settings: Settings, echo: Callable[[str], None]) -> Path:
     """Train the default joint model into ``settings.default_model_dir`` unless it is cached."""
     from search_backend.model.base import CONFIG_NAME
+    from search_backend.model.shipped import shipped_info, shipped_model_dir
     from search_backend.training.recipes import default_recipe
     from search_backend.training.trainer import config_json, train, trained_with
 
     path = settings.default_model_dir
     cfg = default_recipe("joint")
+    shipped = shipped_model_dir() if settings.shipped_model else None
+    if not (path / CONFIG_NAME).is_file() and shipped is not None:
+        info = shipped_info()
+        how = f" (trained once with `{info['command']}`)" if info.get("command") else ""
+        echo(f"using the default model shipped with the package{how}")
+        return shipped
     if (path / CONFIG_NAME).is_file():
         echo(f"using cached default model {path}")
         if trained_with(path) != config_json(cfg):

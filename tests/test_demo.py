@@ -31,13 +31,13 @@ def test_demo_trains_the_default_model_when_none_is_cached(
     from search_backend import demo
     from search_backend.training.recipes import default_recipe
 
-    def short_recipe(setup: str = "joint", *, seed: int = 0):  # type: ignore[no-untyped-def]
-        cfg = default_recipe(setup, seed=seed)
+    def short_recipe(setup: str = "joint", *, seed: int = 0, data: str = "shapes"):  # type: ignore[no-untyped-def]
+        cfg = default_recipe(setup, seed=seed, data=data)
         cfg.steps, cfg.pool_size = 3, 64
         return cfg
 
     monkeypatch.setattr("search_backend.training.recipes.default_recipe", short_recipe)
-    settings = Settings(home=tmp_path)
+    settings = Settings(home=tmp_path, shipped_model=False)
     lines: list[str] = []
     demo.run_demo(n_images=10, k=2, k_retrieve=4, echo=lines.append, settings=settings)
     assert "training the default joint model once (3 steps" in "\n".join(lines)
@@ -48,8 +48,8 @@ def test_demo_trains_the_default_model_when_none_is_cached(
     demo.run_demo(n_images=10, k=2, k_retrieve=4, echo=lines.append, settings=settings)
     assert "using cached default model" in lines[0] and "another recipe" not in "\n".join(lines)
 
-    def newer_recipe(setup: str = "joint", *, seed: int = 0):  # type: ignore[no-untyped-def]
-        cfg = short_recipe(setup, seed=seed)
+    def newer_recipe(setup: str = "joint", *, seed: int = 0, data: str = "shapes"):  # type: ignore[no-untyped-def]
+        cfg = short_recipe(setup, seed=seed, data=data)
         cfg.steps = 4
         return cfg
 

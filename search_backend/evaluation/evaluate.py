@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search_backend.evaluation.intervals import bootstrap_interval, paired_interval
 from search_backend.evaluation.metrics import RECALL_KS, recall_at
 
 if TYPE_CHECKING:
@@ -118,6 +119,7 @@ def evaluate(
         return order
 
     results: dict[str, Any] = {}
+    top1: dict[str, dict[str, np.ndarray]] = {}
     for method in methods:
         t0 = time.perf_counter()
         ranks_t2i = [
@@ -127,15 +129,33 @@ def evaluate(
             i2t_query(int(i), method) for i in tqdm(q_img, desc=f"{method} i2t", disable=not progress)
         ]
         elapsed = time.perf_counter() - t0
+        top1[method] = {
+            "t2i": _hits_at_1(ranks_t2i, relevant_t2i),
+            "i2t": _hits_at_1(ranks_i2t, relevant_i2t),
+        }
         results[method] = {
             "t2i": {f"r{kk}": recall_at(ranks_t2i, relevant_t2i, kk) for kk in RECALL_KS},
             "i2t": {f"r{kk}": recall_at(ranks_i2t, relevant_i2t, kk) for kk in RECALL_KS},
             "ms_per_query": round(1000.0 * elapsed / (len(q_txt) + len(q_img)), 2),
         }
+    intervals = {
+        m: {d: bootstrap_interval(h, seed=seed) for d, h in dirs.items()} for m, dirs in top1.items()
+    }
+    paired = {
+        f"{a}-{b}": {d: paired_interval(top1[a][d], top1[b][d], seed=seed) for d in ("t2i", "i2t")}
+        for a, b in (("rr", "be"), ("ce", "rr"), ("ce", "be"))
+        if a in top1 and b in top1
+    }
     return {
         "n_images": n_img,
         "n_captions": n_cap,
         "n_queries": len(q_txt),
         "k": k_eff,
         "results": results,
+        "r1_ci95": intervals,
+        "r1_paired": paired,
     }
+
+
+def _hits_at_1(rankings: list[np.ndarray], relevant: list[np.ndarray]) -> np.ndarray:
+    return np.array([bool(np.isin(r[:1], rel).any()) for r, rel in zip(rankings, relevant, strict=True)])

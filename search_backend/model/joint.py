@@ -404,7 +404,11 @@ class JointModel:
         model, tokenizer = load_backbone(path)
         return cls(_torch_modules()(model, tokenizer, cfg, pretrained_encoder=True), tokenizer, cfg)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, half: bool = False) -> None:
+        """Write the self-describing folder. ``half`` stores floating-point weights as float16
+        (half the size; they load back as float32)."""
+        import copy
+
         from safetensors.torch import save_model
 
         path = Path(path)
@@ -415,7 +419,8 @@ class JointModel:
         bdir.mkdir()
         self.net.backbone.config.save_pretrained(bdir)
         self.tokenizer.save_pretrained(bdir)
-        save_model(self.net, str(path / _WEIGHTS))
+        net = copy.deepcopy(self.net).half() if half else self.net
+        save_model(net, str(path / _WEIGHTS))
         write_model_config(path, {"type": _TYPE, "config": asdict(self.config)})
 
     @classmethod

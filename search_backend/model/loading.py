@@ -19,16 +19,22 @@ _CACHE: dict[str, tuple[float, RetrievalModel]] = {}
 
 
 def resolve_model_path(spec: str | Path, settings: Settings | None = None) -> Path:
-    """``"default"`` -> the cached default joint model of ``settings``; anything else is a path."""
+    """``"default"`` -> the user's default joint model (``$XMR_HOME/models/default``) when there is
+    one, else the model shipped with the package; anything else is a path."""
     from search_backend.config import get_settings
+    from search_backend.model.shipped import shipped_model_dir
 
     if str(spec) == "default":
-        path = (settings or get_settings()).default_model_dir
-        if not path.is_dir():
-            raise ModelLoadError(
-                f"no default model at {path}: run `xmr demo` or `xmr train --setup joint --out {path}` first"
-            )
-        return path
+        settings = settings or get_settings()
+        path = settings.default_model_dir
+        if path.is_dir():
+            return path
+        shipped = shipped_model_dir() if settings.shipped_model else None
+        if shipped is not None:
+            return shipped
+        raise ModelLoadError(
+            f"no default model at {path}: run `xmr demo` or `xmr train --setup joint --out {path}` first"
+        )
     return Path(spec).expanduser()
 
 

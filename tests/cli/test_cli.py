@@ -132,3 +132,75 @@ def test_train_set_rejects_an_unknown_setting_before_training(runner: CliRunner,
     assert out.exit_code == 1
     assert "unknown training setting 'hard_rat'" in out.output
     assert not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--steps", "3", "--epochs", "1"], "--steps or --epochs"),
+        (["--image-root", "/tmp"], "need --manifest"),
+        (["--manifest", "m.jsonl"], "--out is required"),
+        (
+            ["--manifest", "m.jsonl", "--out", "o", "--val-manifest", "v.jsonl", "--val-fraction", "0.1"],
+            "not both",
+        ),
+        (["--out", "o", "--set", "model.image_encoder=vit"], "unknown image_encoder 'vit'"),
+        (["--out", "o", "--set", "select=rr.t2i.r3"], "select 'rr.t2i.r3'"),
+    ],
+)
+def test_train_refuses_conflicting_or_bad_options(
+    runner: CliRunner, tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = runner.invoke(xmr, ["train", *args])
+    assert out.exit_code != 0
+    assert message in out.output
+
+
+def test_train_epochs_become_steps_over_the_manifest(
+    runner: CliRunner, tmp_path: Path, tiny_backbone: Path
+) -> None:
+    runner.invoke(
+        xmr,
+        [
+            "data",
+            "shapes",
+            "--out",
+            str(tmp_path / "d"),
+            "--split",
+            "train",
+            "--size",
+            "20",
+            "--image-size",
+            "32",
+        ],
+    )
+    args = [
+        "train",
+        "--manifest",
+        str(tmp_path / "d" / "train.jsonl"),
+        "--out",
+        str(tmp_path / "m"),
+        "--epochs",
+        "1.5",
+        "--batch-size",
+        "8",
+        "--val-fraction",
+        "0.2",
+        "--backbone",
+        str(tiny_backbone),
+        "--set",
+        "model.image_size=32",
+        "--set",
+        "model.embed_dim=16",
+        "--set",
+        "val_queries=4",
+    ]
+    out = runner.invoke(xmr, args)
+    assert out.exit_code == 0, out.output
+    summary = json.loads((tmp_path / "m" / "training.json").read_text())
+    from search_backend.training.data import ManifestData, split_validation
+
+    data, _ = ManifestData.read(tmp_path / "d" / "train.jsonl", image_size=32)
+    train_items = len(split_validation(data, 0.2, seed=0)[0])
+    assert summary["steps"] == -(-int(1.5 * train_items * 10) // 80)  # ceil(1.5 * items / 8)
+    assert json.loads((tmp_path / "m" / "train_config.json").read_text())["steps"] == summary["steps"]

@@ -134,3 +134,21 @@ def test_distractor_accuracy_reports_each_kind(tiny_model) -> None:  # type: ign
     assert out["all"]["n"] % 10 == 0  # 5 captions x 2 directions per pair
     for v in out.values():
         assert 0.0 <= v["be"] <= 100.0 and 0.0 <= v["ce"] <= 100.0
+
+
+def test_bootstrap_intervals_cover_the_recall_and_pair_the_queries() -> None:
+    import numpy as np
+
+    from search_backend.evaluation.intervals import bootstrap_interval, paired_interval
+
+    rng = np.random.default_rng(0)
+    a = rng.random(400) < 0.6
+    lo, hi = bootstrap_interval(a)
+    assert lo < 100 * a.mean() < hi and 5 < hi - lo < 15  # about +-4.8 points at n=400, p=0.6
+    same = paired_interval(a, a)
+    assert same == {"diff": 0.0, "ci95": [0.0, 0.0]}
+    b = a.copy()
+    b[:40] = ~b[:40]  # b differs from a on 40 queries only: a tight paired interval
+    pair = paired_interval(a, b)
+    assert pair["ci95"][0] <= pair["diff"] <= pair["ci95"][1]
+    assert pair["ci95"][1] - pair["ci95"][0] < hi - lo
