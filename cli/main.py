@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from cli import admin
+from cli.backbone import backbone
 from cli.errors import handle_errors
 
 __all__ = ["xmr"]
@@ -38,12 +39,25 @@ def data() -> None:
 @click.option(
     "--image-size", type=click.IntRange(min=8), default=64, show_default=True, help="Pixels per side."
 )
+@click.option(
+    "--lang",
+    default="en",
+    show_default=True,
+    help="Caption language: en, de, fr, cs, or all (every language, a 'lang' field per line).",
+)
 @handle_errors
-def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int) -> None:
-    """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image."""
+def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int, lang: str) -> None:
+    """Write SIZE rendered scenes (PNG) and a JSONL manifest with 5 captions per image (per language).
+
+    en writes SPLIT.jsonl, another language SPLIT.LANG.jsonl, all SPLIT.all.jsonl; the scenes,
+    splits and images are the same for every language.
+    """
+    from search_backend.data.grammars import check_lang
     from search_backend.data.shapes import write_shapes
 
-    manifest = write_shapes(out, split, size, seed, image_size=image_size)
+    if lang != "all":
+        check_lang(lang)
+    manifest = write_shapes(out, split, size, seed, image_size=image_size, lang=lang)
     click.echo(f"wrote {size} images and {manifest}")
 
 
@@ -216,6 +230,12 @@ def train(
     help="Caption queries and image queries drawn (each).",
 )
 @click.option("--methods", default="be,ce,rr", show_default=True, help="Comma-separated subset of be,ce,rr.")
+@click.option(
+    "--lang",
+    default=None,
+    help="Captions in this language: shapes en|de|fr|cs|all or a list (default en); "
+    "a manifest: the lines with that 'lang'.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 @handle_errors
 def eval_cmd(
@@ -229,6 +249,7 @@ def eval_cmd(
     k: int,
     queries: int,
     methods: str,
+    lang: str | None,
     as_json: bool,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
@@ -238,14 +259,20 @@ def eval_cmd(
     from search_backend.runtime import configure_torch
 
     configure_torch()
+    if manifest is None and lang is not None:
+        from search_backend.data.grammars import parse_langs
+
+        parse_langs(lang)  # before the model loads
     model = load_model(model_spec)
     if manifest is not None:
-        corpus = manifest_corpus(manifest, image_root=image_root, split=split)
+        corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)
     else:
         image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
-        corpus = shapes_corpus(split or "test", size, seed, image_size=image_size)
+        corpus = shapes_corpus(split or "test", size, seed, image_size=image_size, lang=lang or "en")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
+    if lang is not None:
+        result["lang"] = lang
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -254,7 +281,8 @@ def eval_cmd(
         format_table(
             rows,
             title=(
-                f"{result['n_images']} images, {result['n_captions']} captions, "
+                f"{result['n_images']} images, {result['n_captions']} captions"
+                f"{' (' + lang + ')' if lang else ''}, "
                 f"{result['n_queries']} queries each way, rerank top-{result['k']}"
             ),
         )
@@ -366,6 +394,7 @@ xmr.add_command(admin.jobs)
 xmr.add_command(admin.search_cmd)
 xmr.add_command(admin.worker)
 xmr.add_command(admin.serve)
+xmr.add_command(backbone)
 
 
 def main(argv: list[str] | None = None) -> Any:  # pragma: no cover - console entry

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 """File suffixes (lower case) that :func:`read_image_folder` treats as images."""
 
 _BOM = b"\xef\xbb\xbf"
+_LANG_CODE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class ManifestRecord:
     group: str | None = None
     """A JSONL line's optional ``"group"`` (a string or an integer): images that belong together,
     e.g. a scene and its hard distractors. Training batches keep a group's images together."""
+    lang: str | None = None
+    """A JSONL line's optional ``"lang"``: the caption's language code (``"de"``, ``"pt-BR"``, ...);
+    indexing stores it in the caption vector's metadata (``--filter lang=de``)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +188,7 @@ def _jsonl_items(
         if not raw.strip():
             continue
         try:
-            image_id, caption, group = _parse_jsonl_line(raw, require_caption)
+            image_id, caption, group, lang = _parse_jsonl_line(raw, require_caption)
         except _EntryError as e:
             if strict:
                 raise ManifestError(manifest, e.reason, line=lineno) from None
@@ -197,7 +202,7 @@ def _jsonl_items(
         if reason is not None:
             yield ItemProblem(image_id, lineno, reason)
             continue
-        yield ManifestRecord(image, caption, image_id, lineno, group)
+        yield ManifestRecord(image, caption, image_id, lineno, group, lang)
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
@@ -219,7 +224,7 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes]]:
             yield lineno, raw.rstrip(b"\r\n")
 
 
-def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | None, str | None]:
+def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | None, str | None, str | None]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -237,15 +242,21 @@ def _parse_jsonl_line(raw: bytes, require_caption: bool) -> tuple[str, str | Non
     if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
         raise _EntryError(f"'group' must be a string or an integer, got {_json_type(group)}", item=image_id)
     group_id = None if group is None else str(group)
+    lang = obj.get("lang")
+    if lang is not None and (not isinstance(lang, str) or not _LANG_CODE.fullmatch(lang)):
+        shown = repr(lang) if isinstance(lang, str) else _json_type(lang)
+        raise _EntryError(
+            f'\'lang\' must be a language code such as "de" or "pt-BR", got {shown}', item=image_id
+        )
     if "caption" not in obj or obj["caption"] is None:
         if require_caption:
             reason = "missing 'caption' field" if "caption" not in obj else "'caption' must be a string"
             raise _EntryError(reason, item=image_id)
-        return image_id, None, group_id
+        return image_id, None, group_id, lang
     caption = obj["caption"]
     if not isinstance(caption, str):
         raise _EntryError(f"'caption' must be a string, got {_json_type(caption)}", item=image_id)
-    return image_id, caption.strip(), group_id
+    return image_id, caption.strip(), group_id, lang
 
 
 def _image_field(obj: dict[str, Any], key: str) -> str:

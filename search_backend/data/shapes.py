@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,6 +144,13 @@ class ShapesItem:
     captions: list[str]
     scene: Scene
     group: int
+    langs: tuple[str, ...] = ()
+    """The language of each caption (parallel to ``captions``; empty: all English)."""
+
+    def captions_in(self, lang: str) -> list[str]:
+        """This scene's captions in ``lang`` (translations of the other languages' captions)."""
+        tags = self.langs or ("en",) * len(self.captions)
+        return [c for c, t in zip(self.captions, tags, strict=True) if t == lang]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -420,13 +427,41 @@ def make_shapes(
     image_size: int = 64,
     captions_per_image: int = 5,
     distractor_rate: float = 0.5,
+    langs: str | Sequence[str] = ("en",),
 ) -> Iterator[ShapesItem]:
-    """Yield ``size`` rendered scenes of ``split`` with their captions, deterministically."""
+    """Yield ``size`` rendered scenes of ``split`` with their captions, deterministically.
+
+    ``langs`` (e.g. ``("en", "de")``, ``"fr"`` or ``"all"``): the languages whose captions each item
+    carries, ``captions_per_image`` per language, in that order (``item.langs`` tags each one). The
+    scenes, images and English captions do not depend on ``langs``; each other language draws its
+    paraphrases from a random stream of its own, so a scene's captions in one language are the same
+    whichever other languages are asked for.
+    """
+    from search_backend.data.grammars import caption_function, lang_seed, parse_langs
+
+    chosen = parse_langs(langs)
     scenes = generate_scenes(split, size, seed, distractor_rate=distractor_rate)
-    rng = np.random.default_rng([seed, list(SPLITS).index(split), 1])
+    split_no = list(SPLITS).index(split)
+    rng = np.random.default_rng([seed, split_no, 1])
+    others = {
+        lang: (caption_function(lang), np.random.default_rng([seed, split_no, 2, lang_seed(lang)]))
+        for lang in chosen
+        if lang != "en"
+    }
     for scene, group in scenes:
-        captions = scene_captions(scene, captions_per_image, rng)
-        yield ShapesItem(render_scene(scene, image_size, rng), captions, scene, group)
+        english = scene_captions(scene, captions_per_image, rng)  # always drawn: the images depend on it
+        image = render_scene(scene, image_size, rng)
+        captions: list[str] = []
+        tags: list[str] = []
+        for lang in chosen:
+            if lang == "en":
+                these = english
+            else:
+                fn, lang_rng = others[lang]
+                these = fn(scene, captions_per_image, lang_rng)
+            captions += these
+            tags += [lang] * len(these)
+        yield ShapesItem(image, captions, scene, group, tuple(tags))
 
 
 def write_shapes(
@@ -437,21 +472,35 @@ def write_shapes(
     *,
     image_size: int = 64,
     captions_per_image: int = 5,
+    lang: str = "en",
 ) -> Path:
-    """Write PNG images and ``<split>.jsonl`` (one line per caption) under ``out``; return the manifest."""
+    """Write PNG images and a manifest (one line per caption) under ``out``; return the manifest.
+
+    ``lang``: ``en`` writes ``<split>.jsonl`` (as before languages existed); another language
+    ``<split>.<lang>.jsonl``, and ``all`` ``<split>.all.jsonl`` with every language's captions; those
+    lines carry a ``"lang"`` field. The images are the same for every language (one folder serves all).
+    """
+    from search_backend.data.grammars import LANGS, check_lang
+
+    langs = LANGS if lang == "all" else (check_lang(lang),)
     out = Path(out)
     img_dir = out / "images"
     img_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out / f"{split}.jsonl"
+    manifest = out / (f"{split}.jsonl" if lang == "en" else f"{split}.{lang}.jsonl")
     tmp = manifest.with_suffix(".jsonl.tmp")
+    items = make_shapes(
+        split, size, seed, image_size=image_size, captions_per_image=captions_per_image, langs=langs
+    )
     with tmp.open("w") as fh:
-        for n, item in enumerate(
-            make_shapes(split, size, seed, image_size=image_size, captions_per_image=captions_per_image)
-        ):
+        for n, item in enumerate(items):
             rel = f"images/{split}_{seed}_{n:06d}.png"
             item.image.save(out / rel)
-            for caption in item.captions:
-                line = {"image": rel, "caption": caption, "group": item.group, "scene": item.scene.to_json()}
-                fh.write(json.dumps(line) + "\n")
+            for caption, tag in zip(item.captions, item.langs, strict=True):
+                line: dict[str, object] = {"image": rel, "caption": caption}
+                if lang != "en":
+                    line["lang"] = tag
+                line["group"] = item.group
+                line["scene"] = item.scene.to_json()
+                fh.write(json.dumps(line, ensure_ascii=lang == "en") + "\n")
     tmp.replace(manifest)
     return manifest

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,17 @@ from search_backend.evaluation.evaluate import EvalCorpus
 __all__ = ["manifest_corpus", "shapes_corpus"]
 
 
-def shapes_corpus(split: str, size: int, seed: int, *, image_size: int = 64) -> EvalCorpus:
+def shapes_corpus(
+    split: str, size: int, seed: int, *, image_size: int = 64, lang: str | Sequence[str] = "en"
+) -> EvalCorpus:
+    """The shapes ``split`` with its captions in ``lang`` (same scenes and images in every language);
+    several languages (``("en", "de")``, ``"en,de"``, ``"all"``): every image has all their captions."""
+    from search_backend.data.grammars import parse_langs
     from search_backend.data.shapes import make_shapes
 
+    langs = parse_langs(lang)
     images, captions, owner = [], [], []
-    for i, item in enumerate(make_shapes(split, size, seed, image_size=image_size)):
+    for i, item in enumerate(make_shapes(split, size, seed, image_size=image_size, langs=langs)):
         images.append(item.image)
         captions.extend(item.captions)
         owner.extend([i] * len(item.captions))
@@ -23,9 +30,16 @@ def shapes_corpus(split: str, size: int, seed: int, *, image_size: int = 64) -> 
 
 
 def manifest_corpus(
-    path: str | Path, *, image_root: str | Path | None = None, split: str | None = None
+    path: str | Path,
+    *,
+    image_root: str | Path | None = None,
+    split: str | None = None,
+    lang: str | None = None,
 ) -> EvalCorpus:
-    """Every captioned image of a manifest; bad items are an error (evaluation needs clean data)."""
+    """Every captioned image of a manifest; bad items are an error (evaluation needs clean data).
+
+    ``lang``: only the captions whose line says ``"lang": <lang>`` (images without one are left out).
+    """
     from search_backend.data.images import ImageError, load_image
     from search_backend.data.manifest import ManifestError, group_by_image, read_manifest
 
@@ -33,7 +47,15 @@ def manifest_corpus(
     result = read_manifest(path, image_root=image_root, split=split)
     problems = [f"{p.item}: {p.reason}" for p in result.problems]
     images, captions, owner = [], [], []
-    for records in group_by_image(result.records).values():
+    records_in = result.records
+    if lang is not None:
+        records_in = [r for r in records_in if r.lang == lang]
+        if not records_in:
+            found = sorted({r.lang for r in result.records if r.lang})
+            raise ManifestError(
+                str(path), f"no captions in language {lang!r} (languages found: {', '.join(found) or 'none'})"
+            )
+    for records in group_by_image(records_in).values():
         first = records[0]
         if first.image is None:
             continue

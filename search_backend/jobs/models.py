@@ -74,6 +74,8 @@ class Item(Base):
     kind: Mapped[str] = mapped_column(String(10), nullable=False)  # image | caption
     source_path: Mapped[str | None] = mapped_column(Text)
     caption: Mapped[str | None] = mapped_column(Text)
+    lang: Mapped[str | None] = mapped_column(String(16))
+    """A caption's language (the manifest line's ``"lang"``); stored in the vector's metadata."""
     checksum: Mapped[str | None] = mapped_column(String(64))
     batch: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     status: Mapped[str] = mapped_column(String(12), default="pending", nullable=False)

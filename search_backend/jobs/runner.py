@@ -77,6 +77,7 @@ class _Work:
     path: str | None
     caption: str | None
     checksum: str | None
+    lang: str | None = None
     image: Image.Image | None = None
     error: str | None = None
 
@@ -119,7 +120,7 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
             .where(Item.job_id == job_id, Item.batch == batch, Item.status == "pending")
             .values(attempts=Item.attempts + 1)
         )
-        work = [_Work(r.id, r.kind, r.item_key, r.source_path, r.caption, r.checksum) for r in rows]
+        work = [_Work(r.id, r.kind, r.item_key, r.source_path, r.caption, r.checksum, r.lang) for r in rows]
         collection, model_path = job.collection.name, job.collection.model
     if not work:
         finish_job(engine, job_id)
@@ -154,6 +155,8 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
             meta["source"] = w.path
         if w.caption is not None:
             meta["caption"] = w.caption
+        if w.lang is not None:
+            meta["lang"] = w.lang
         metadata.append(meta)
     for w in images:
         if w.image is not None:

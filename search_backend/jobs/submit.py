@@ -120,6 +120,7 @@ def submit_job(
                     kind="caption",
                     source_path=str(record.image) if record.image is not None else None,
                     caption=record.caption,
+                    lang=record.lang,
                     checksum=text_checksum(record.caption),
                     status="pending",
                 )

@@ -32,9 +32,15 @@ def default_backbone_dir() -> Path:
 
 
 def resolve_backbone(backbone: str | Path | None) -> Path:
-    """``None``/empty -> the bundled MiniLM; otherwise a local checkpoint directory that must exist."""
+    """``None``/empty -> ``XMR_BACKBONE`` if set, else the bundled MiniLM; otherwise a local
+    checkpoint directory that must exist."""
     if backbone is None or str(backbone) == "":
-        return default_backbone_dir()
+        from search_backend.config import get_settings
+
+        configured = get_settings().backbone
+        if not configured:
+            return default_backbone_dir()
+        backbone = configured
     path = Path(backbone).expanduser()
     if not (path / "config.json").is_file():
         raise ModelLoadError(f"{path}: not a local Hugging Face checkpoint (no config.json)")

@@ -1,0 +1,73 @@
+"""The multilingual results table (the paper's monolingual / zero-shot layout): mean recall per language."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from search_backend.evaluation.metrics import RECALL_KS
+
+__all__ = ["mean_recall", "multilingual_table", "multilingual_targets"]
+
+
+def mean_recall(method_result: Mapping[str, Any]) -> float:
+    """mR: the mean of t2i and i2t R@1/5/10 (percent) of one ``evaluate()["results"][method]``."""
+    values = [float(method_result[d][f"r{k}"]) for d in ("t2i", "i2t") for k in RECALL_KS]
+    return sum(values) / len(values)
+
+
+def multilingual_table(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]], langs: Sequence[str], *, title: str = ""
+) -> str:
+    """``rows``: set-up label -> method (``be`` / ``rr``) -> language -> mR. One line per set-up and
+    method, one column per language, plus the mean over the languages."""
+    label_w = max([len(r) + 5 for r in rows] + [28])
+    lines = [title] if title else []
+    head = " ".join(f"{lang:>7}" for lang in langs)
+    lines.append(f"{'set-up':{label_w}} | {head} | {'mean':>7}")
+    lines.append("-" * len(lines[-1]))
+    for label, methods in rows.items():
+        for method, by_lang in methods.items():
+            cells = [by_lang.get(lang) for lang in langs]
+            shown = " ".join(f"{c:7.1f}" if c is not None else f"{'-':>7}" for c in cells)
+            have = [c for c in cells if c is not None]
+            mean = f"{sum(have) / len(have):7.1f}" if have else f"{'-':>7}"
+            lines.append(f"{label + ' ' + method.upper():{label_w}} | {shown} | {mean}")
+    return "\n".join(lines)
+
+
+def multilingual_targets(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]],
+    *,
+    all_langs: str,
+    zero_shot: str,
+    pivot: str = "en",
+) -> list[tuple[str, bool | None, str]]:
+    """The issue's targets, as measured (never asserted): (target, met or None if not measurable, detail).
+
+    - all-language training: every language's mR within 5 points of ``pivot``'s, above or below
+      (per method);
+    - ``pivot``-only training (zero-shot): every other language's mR at least 70% of ``pivot``'s;
+    - reranking beats the bi-encoder in every language (per set-up).
+    """
+    out: list[tuple[str, bool | None, str]] = []
+    for label, name, test in (
+        (all_langs, "within 5 points of en", lambda x, en: abs(x - en) <= 5.0),
+        (zero_shot, ">= 70% of en", lambda x, en: x >= 0.7 * en),
+    ):
+        for method, by_lang in rows.get(label, {}).items():
+            if pivot not in by_lang:
+                out.append((f"{label} {method}: {name}", None, f"no {pivot} column"))
+                continue
+            en = by_lang[pivot]
+            others = {lang: v for lang, v in by_lang.items() if lang != pivot}
+            ok = all(test(v, en) for v in others.values()) if others else None
+            detail = ", ".join(f"{lang} {v:.1f}" for lang, v in others.items()) + f" vs {pivot} {en:.1f}"
+            out.append((f"{label} {method.upper()}: {name}", ok, detail))
+    for label, methods in rows.items():
+        be, rr = methods.get("be", {}), methods.get("rr", {})
+        common = [lang for lang in be if lang in rr]
+        ok = all(rr[lang] > be[lang] for lang in common) if common else None
+        detail = ", ".join(f"{lang} {rr[lang] - be[lang]:+.1f}" for lang in common)
+        out.append((f"{label}: RR > BE in every language", ok, detail))
+    return out

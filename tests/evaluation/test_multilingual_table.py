@@ -1,0 +1,54 @@
+"""mR and the multilingual table / targets (search_backend.evaluation.multilingual)."""
+
+from __future__ import annotations
+
+import pytest
+
+from search_backend.evaluation.multilingual import mean_recall, multilingual_table, multilingual_targets
+
+
+def _result(t2i: tuple[float, float, float], i2t: tuple[float, float, float]) -> dict[str, dict[str, float]]:
+    return {
+        "t2i": dict(zip(("r1", "r5", "r10"), t2i, strict=True)),
+        "i2t": dict(zip(("r1", "r5", "r10"), i2t, strict=True)),
+    }
+
+
+def test_mean_recall() -> None:
+    assert mean_recall(_result((10, 20, 30), (40, 50, 60))) == pytest.approx(35.0)
+
+
+def test_table_and_targets() -> None:
+    rows = {
+        "en-only (zero-shot)": {
+            "be": {"en": 60.0, "de": 45.0, "cs": 40.0},
+            "rr": {"en": 66.0, "de": 50.0, "cs": 41.0},
+        },
+        "all languages": {
+            "be": {"en": 62.0, "de": 58.0, "cs": 55.0},
+            "rr": {"en": 70.0, "de": 66.0, "cs": 54.0},
+        },
+    }
+    table = multilingual_table(rows, ["en", "de", "fr", "cs"], title="t")
+    lines = table.splitlines()
+    assert lines[0] == "t" and "fr" in lines[1] and len(lines) == 7
+    assert "all languages RR" in table and "-" in lines[-1].split("|")[1]  # fr not measured
+    assert lines[-1].rstrip().endswith("63.3")  # mean over the measured languages
+    got = {
+        t: ok
+        for t, ok, _ in multilingual_targets(rows, all_langs="all languages", zero_shot="en-only (zero-shot)")
+    }
+    assert got["all languages BE: within 5 points of en"] is False  # cs 55 vs 62
+    assert got["all languages RR: within 5 points of en"] is False  # cs 54 vs 70
+    assert got["en-only (zero-shot) BE: >= 70% of en"] is False  # cs 40 < 42
+    assert got["en-only (zero-shot) RR: >= 70% of en"] is False  # cs 41 < 46.2
+    assert got["en-only (zero-shot): RR > BE in every language"] is True
+    assert got["all languages: RR > BE in every language"] is False  # cs 54 < 55
+    rows["all languages"]["be"]["cs"] = 59.0
+    rows["en-only (zero-shot)"]["be"]["cs"] = 43.0
+    got = {
+        t: ok
+        for t, ok, _ in multilingual_targets(rows, all_langs="all languages", zero_shot="en-only (zero-shot)")
+    }
+    assert got["all languages BE: within 5 points of en"] is True
+    assert got["en-only (zero-shot) BE: >= 70% of en"] is True
