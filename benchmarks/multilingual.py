@@ -52,13 +52,10 @@ def _train_row(
     row: str, langs: tuple[str, ...], out: Path, backbone: str, seed: int, overrides: list[str]
 ) -> tuple[Any, float]:
     """Train (or reuse) the joint model of ``row`` whose training captions are in ``langs``."""
-    from search_backend.data.multilingual import check_langs_settings, shapes_items, training_captions
-    from search_backend.model import JointConfig, JointModel
+    from search_backend.model import JointModel
     from search_backend.model.base import CONFIG_NAME
     from search_backend.training import train_single
-    from search_backend.training.config import config_json
     from search_backend.training.recipes import default_recipe, with_overrides
-    from search_backend.training.trainer import TrainingPool
 
     if (out / CONFIG_NAME).is_file() and not (out / "checkpoint").exists():
         print(f"[{row}] reusing {out}", flush=True)
@@ -68,18 +65,10 @@ def _train_row(
             else {}
         )
         return JointModel.load(out), float(meta.get("seconds", float("nan")))
-    cfg = with_overrides(default_recipe("joint", seed=seed), overrides)
+    cfg = with_overrides(default_recipe("joint", seed=seed), [f"langs={','.join(langs)}", *overrides])
     cfg.backbone = backbone
-    check_langs_settings(langs, config_json(cfg))
-    image_size = JointConfig(**cfg.model).image_size
     t0 = time.perf_counter()
-    pool = TrainingPool(cfg.pool_size, cfg.seed, image_size)
-    # Same scenes, groups and images as the English pool; only the captions change. (Once the
-    # trainer has a ``langs`` setting this is ``--set langs=...``.)
-    pool.captions = training_captions(
-        shapes_items("train", cfg.pool_size, cfg.seed, langs, image_size=image_size), langs
-    )
-    model = train_single(cfg, out, pool=pool)
+    model = train_single(cfg, out)
     seconds = time.perf_counter() - t0
     (out / "train_seconds.json").write_text(json.dumps({"seconds": seconds, "langs": list(langs)}))
     print(f"[{row}] trained on {','.join(langs)} in {seconds:.0f} s", flush=True)

@@ -100,6 +100,10 @@ class TrainConfig:
     """Karpathy JSON only: the validation split of ``val_manifest`` (default: ``val``)."""
     val_fraction: float = 0.05
     """Without ``val_manifest``: the share of the training groups held out for validation."""
+    langs: str = ""
+    """Caption languages to train on, comma-separated (``en,de``) or ``all``. The ``shapes`` pool
+    writes its captions in these languages (default ``en``); a manifest keeps the lines whose
+    ``"lang"`` is one of them (default: every line; lines without a ``"lang"`` are always kept)."""
     augment: bool = True
     """Random resized crops and (for manifests, whose captions rarely name left/right) flips."""
     epochs: float = 0.0
@@ -165,6 +169,10 @@ class TrainConfig:
         if self.val_queries < 1 or self.val_size < 2 or self.log_every < 1:
             raise ValueError("val_queries must be >= 1, val_size >= 2 and log_every >= 1")
         check_select(self.select)
+        if not self.manifest:
+            from search_backend.data.multilingual import check_langs_settings
+
+            check_langs_settings(self.langs or "en", config_json(self))
         check_choice("device", self.device, DEVICES)
 
     def scenes_needed(self) -> str:

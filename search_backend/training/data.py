@@ -176,10 +176,10 @@ class ShapesPool:
 
     flip_safe = False  # captions name left and right
 
-    def __init__(self, size: int, seed: int, image_size: int) -> None:
+    def __init__(self, size: int, seed: int, image_size: int, langs: str | Sequence[str] = ("en",)) -> None:
         from search_backend.data.shapes import make_shapes
 
-        items = list(make_shapes("train", size, seed, image_size=image_size))
+        items = list(make_shapes("train", size, seed, image_size=image_size, langs=langs))
         self.image_size = image_size
         self.pixels = np.stack([np.asarray(it.image, dtype=np.uint8) for it in items])
         self.captions = [it.captions for it in items]
@@ -240,13 +240,15 @@ class ManifestData:
         split: str | list[str] | None = None,
         augment: bool = True,
         max_pixels: int = MAX_IMAGE_PIXELS,
+        langs: Sequence[str] = (),
     ) -> tuple[ManifestData, list[ItemProblem]]:
         """Every captioned image of the manifest at ``path`` and the items left out (with reasons).
 
         Images are checked for existence only (decoding them all up front would read the whole
         collection); one that fails to decode later is skipped by the loader. A JSONL line may
         carry a ``"group"``; images without one are groups of their own. Captions of one image
-        may be on any lines.
+        may be on any lines. ``langs`` keeps only lines whose ``"lang"`` is one of them (lines
+        without one are kept).
         """
         from search_backend.data.manifest import ItemProblem, ManifestError, ManifestRecord, iter_manifest
 
@@ -263,6 +265,8 @@ class ManifestData:
             assert isinstance(item, ManifestRecord)
             if item.caption is None or item.image is None:
                 raise ManifestError(path, "training needs captions: an image folder has none")
+            if langs and item.lang is not None and item.lang not in langs:
+                continue
             key = str(item.image)
             at = index.get(key)
             if at is None:

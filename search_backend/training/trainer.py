@@ -129,14 +129,18 @@ def prepare_data(
         return Validator(corpus, cfg.selection(), cfg.val_queries, seed=cfg.seed, methods=methods)
 
     if not cfg.manifest:
-        pool = ShapesPool(cfg.pool_size, cfg.seed, image_size)
+        langs = cfg.langs or "en"
+        pool = ShapesPool(cfg.pool_size, cfg.seed, image_size, langs=langs)
         if not cfg.eval_every:
             return pool, None
-        return pool, validator(shapes_corpus("val", cfg.val_size, cfg.seed, image_size=image_size))
+        return pool, validator(
+            shapes_corpus("val", cfg.val_size, cfg.seed, image_size=image_size, lang=langs)
+        )
     read: dict[str, Any] = {
         "image_size": image_size,
         "image_root": cfg.image_root or None,
         "augment": cfg.augment,
+        "langs": tuple(x.strip() for x in cfg.langs.split(",") if x.strip()),
     }
     train_set, problems = ManifestData.read(cfg.manifest, split=_splits(cfg.split), **read)
     if cfg.val_manifest:

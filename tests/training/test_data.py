@@ -94,3 +94,26 @@ def test_large_images_are_decoded_reduced(tmp_path: Path) -> None:
         assert 128 <= min(small.size) < 256 and small.mode == "RGB"
         assert abs(small.size[0] / small.size[1] - 4 / 3) < 0.02
     assert load_image(tmp_path / "big.jpg").size == (4000, 3000)
+
+
+def test_training_languages_choose_the_pool_captions_and_the_manifest_lines(tmp_path: Path) -> None:
+    from search_backend.training.config import TrainConfig
+    from search_backend.training.data import ShapesPool
+
+    en = ShapesPool(6, 0, 32)
+    both = ShapesPool(6, 0, 32, langs=("en", "de"))
+    assert np.array_equal(en.pixels, both.pixels) and all(len(c) == 5 for c in en.captions)
+    assert all(len(c) == 10 and c[:5] == e for c, e in zip(both.captions, en.captions, strict=True))
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rows = [("a cat", "en"), ("eine Katze", "de"), ("un chat", "fr"), ("a kitten", None)]
+    (tmp_path / "m.jsonl").write_text(
+        "".join(
+            json.dumps({"image": "a.png", "caption": c, **({"lang": g} if g else {})}) + "\n" for c, g in rows
+        )
+    )
+    data, _ = ManifestData.read(tmp_path / "m.jsonl", image_size=8, langs=("de",))
+    assert sorted(data.captions[0]) == ["a kitten", "eine Katze"]  # lines without a lang are kept
+    with pytest.raises(ValueError, match="only work on English captions"):
+        TrainConfig(langs="en,de", text_hard_rate=0.5).validate()
+    with pytest.raises(ValueError, match="xx"):
+        TrainConfig(langs="xx").validate()
