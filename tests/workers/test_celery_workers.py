@@ -104,7 +104,11 @@ def test_database_briefly_down_tasks_retry_and_the_job_completes(cluster: Cluste
     subprocess.run(["bash", *pg, "stop"], check=True, capture_output=True, timeout=60)
     try:
         cluster.start_worker()  # every batch fails against a database that is not there ...
-        time.sleep(4)
+        log_path = tmp_path / "worker0.log"
+        deadline = time.monotonic() + 120  # the worker's start (imports, model) takes a while
+        while "retry: Retry in" not in (log_path.read_text() if log_path.exists() else ""):
+            assert time.monotonic() < deadline, "no batch failed and was retried while the database was down"
+            time.sleep(0.2)
     finally:
         subprocess.run(["bash", *pg, "start"], check=True, capture_output=True, timeout=120)
     # ... and is retried with backoff until the database is back.
