@@ -421,15 +421,12 @@ def worker(concurrency: int, pool: str, loglevel: str, hostname: str | None) -> 
 @handle_errors
 def serve(host: str | None, port: int | None, workers: int) -> None:
     """Run the HTTP service: POST /search, POST /rerank, GET /health, GET /metrics, /docs."""
-    import uvicorn
-
     from search_backend.config import get_settings
+    from search_backend.rerank.server import serve as run_server
+    from search_backend.rerank.server import serve_warnings
 
     settings = get_settings()
-    uvicorn.run(
-        "search_backend.rerank.asgi:app",
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
-        workers=workers,
-        log_level="info",
-    )
+    bind = host or settings.serve_host
+    for warning in serve_warnings(settings, bind):
+        click.echo(f"Warning: {warning}", err=True)
+    run_server(settings, bind, port or settings.serve_port, workers)

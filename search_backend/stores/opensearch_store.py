@@ -315,6 +315,32 @@ class OpenSearchStore:
         except NotFoundError:
             raise UnknownCollectionError(name) from None
 
+    def get(self, name: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Metadata of each id (``None`` where absent), by one multi-get without the vectors."""
+        from opensearchpy.exceptions import NotFoundError
+
+        if not ids:
+            self._dim(name)  # an unknown collection is still an error
+            return []
+        body = {"ids": [str(i) for i in ids]}
+        try:
+            res = self._call(
+                "get", self.client.mget, index=self._alias(name), body=body, params={"_source_excludes": _VECTOR}
+            )
+        except NotFoundError:
+            raise UnknownCollectionError(name) from None
+        out: list[dict[str, Any] | None] = []
+        for doc in res.get("docs", []):
+            if "error" in doc:
+                if "index_not_found" in str(doc["error"]):
+                    raise UnknownCollectionError(name)
+                raise StoreUnavailableError(f"OpenSearch could not get {doc.get('_id')!r}: {doc['error']}")
+            if not doc.get("found"):
+                out.append(None)
+                continue
+            out.append({k: v for k, v in doc.get("_source", {}).items() if k not in _HIDDEN})
+        return out
+
     def knn(
         self, name: str, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
     ) -> list[Match]:
