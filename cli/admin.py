@@ -217,7 +217,12 @@ def index(
         get_collection(s, collection)  # unknown collection: fail before reading anything
     result = read_manifest(manifest, image_root=image_root, split=split, strict=True, check_images=False)
     submitted = submit_job(
-        engine, collection, result, str(manifest), batch_size=batch_size or settings.index_batch_size
+        engine,
+        collection,
+        result,
+        str(manifest),
+        batch_size=batch_size or settings.index_batch_size,
+        max_image_bytes=settings.max_image_bytes,
     )
     _dispatch(settings, engine, store, submitted.job_id, submitted.batches, wait, as_json)
 
@@ -268,14 +273,22 @@ def jobs_show(job_id: int, items_status: str | None, limit: int, as_json: bool) 
         return
     if items_status != "all" and items_status not in ITEM_STATUSES:
         raise click.BadParameter(f"expected one of {', '.join(ITEM_STATUSES)} or all", param_hint="--items")
-    for item in job_items(
-        engine, job_id, status=None if items_status == "all" else items_status, limit=limit
-    ):
+    status = None if items_status == "all" else items_status
+    shown = 0
+    for item in job_items(engine, job_id, status=status, limit=limit):
+        shown += 1
         if as_json:
             _emit(item.to_json())
         else:
             reason = f": {item.error}" if item.error else ""
             click.echo(f"  {item.status:9} {item.kind:7} {item.key}{reason}")
+    matching = job.total if status is None else job.counts.get(status, 0)
+    if matching > shown:
+        click.echo(
+            f"  ... {matching - shown} more {items_status} item(s) not shown (--limit {limit}); "
+            f"use --limit {matching} to see them all",
+            err=True,
+        )
 
 
 @jobs.command("retry")

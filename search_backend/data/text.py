@@ -47,7 +47,7 @@ def _bad_code_point(text: str) -> str | None:
             return f"invalid code point U+{cp:04X} (a lone UTF-16 surrogate) at character {i + 1}"
         if cp == 0:
             return f"invalid code point U+0000 (NUL) at character {i + 1}"
-        if (cp < 0x20 and ch not in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f") or 0x7F <= cp <= 0x9F and cp != 0x85:
+        if (cp < 0x20 and ch not in "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f") or (0x7F <= cp <= 0x9F and cp != 0x85):
             return f"invalid code point U+{cp:04X} (a control character) at character {i + 1}"
         if 0xFDD0 <= cp <= 0xFDEF or (cp & 0xFFFE) == 0xFFFE:
             return f"invalid code point U+{cp:04X} (a Unicode non-character) at character {i + 1}"

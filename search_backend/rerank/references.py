@@ -22,7 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from search_backend.data.images import ImageError, PixelBudget, PixelBudgetError, decode_image_bytes, load_image
+from search_backend.data.images import (
+    ImageError,
+    PixelBudget,
+    PixelBudgetError,
+    decode_image_bytes,
+    load_image,
+)
 from search_backend.rerank.limits import RequestError
 
 if TYPE_CHECKING:

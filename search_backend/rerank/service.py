@@ -93,7 +93,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         title=_TITLE,
         version="0.2.0",
         description="Cross-modal search and cross-encoder reranking (retrieve fast, rerank smart). "
-        "Every error answers {\"detail\": \"<field or item>: <reason>\"}.",
+        'Every error answers {"detail": "<field or item>: <reason>"}.',
         docs_url=None,
         redoc_url=None,
     )
@@ -158,7 +158,10 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         "/metrics",
         response_class=Response,
         dependencies=secured,
-        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(*auth_errors)},
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **error_responses(*auth_errors),
+        },
     )
     def prometheus() -> Any:
         from prometheus_client import CONTENT_TYPE_LATEST
@@ -221,7 +224,9 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         if len(req.hits) > settings.max_rerank_hits:
             raise RequestError(413, f"{len(req.hits)} hits; at most {settings.max_rerank_hits} per request")
         text = _query_text(req.query.text, req.query.image_base64, "query", settings)
-        return await run_bounded(request, deadline, lambda: _rerank(settings, engine, the_store, req, text, deadline, metrics))
+        return await run_bounded(
+            request, deadline, lambda: _rerank(settings, engine, the_store, req, text, deadline, metrics)
+        )
 
     return app
 
@@ -289,7 +294,9 @@ def _rerank(
     }
 
 
-def _install_docs(app: Any, secured: list[Any], auth_errors: tuple[int, ...], swagger_html: Any, html: Any) -> None:
+def _install_docs(
+    app: Any, secured: list[Any], auth_errors: tuple[int, ...], swagger_html: Any, html: Any
+) -> None:
     """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files, served here (no CDN)."""
     from fastapi.staticfiles import StaticFiles
     from swagger_ui_bundle import swagger_ui_path

@@ -325,7 +325,11 @@ class OpenSearchStore:
         body = {"ids": [str(i) for i in ids]}
         try:
             res = self._call(
-                "get", self.client.mget, index=self._alias(name), body=body, params={"_source_excludes": _VECTOR}
+                "get",
+                self.client.mget,
+                index=self._alias(name),
+                body=body,
+                params={"_source_excludes": _VECTOR},
             )
         except NotFoundError:
             raise UnknownCollectionError(name) from None
