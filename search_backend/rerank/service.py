@@ -52,9 +52,15 @@ _TITLE = "xmodal-search rerank service"
 def _validation_message(errors: list[Any]) -> str:
     parts = []
     for err in errors[:5]:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        where = ".".join(loc).replace(".[", "[") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        where = ""
+        for x in err.get("loc", ()):
+            if x == "body":
+                continue
+            where += f"[{x}]" if isinstance(x, int) else f".{x}" if where else str(x)
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "string_unicode":  # e.g. a lone UTF-16 surrogate escaped in the JSON
+            msg = "invalid code point (a lone UTF-16 surrogate: not valid Unicode text)"
+        parts.append(f"{where or 'body'}: {msg}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
