@@ -103,7 +103,7 @@ def test_rerank_reads_no_path_outside_the_image_roots(svc) -> None:  # type: ign
 
 
 def test_rerank_hits_by_indexed_id_and_collection(svc) -> None:  # type: ignore[no-untyped-def]
-    settings, images, _, store = svc
+    settings, _, _, store = svc
     client = TestClient(create_app(settings))
     found = store.knn("c", cached_model(settings.model).encode_texts(["x"])[0], 20, {"kind": "image"})
     ids = [m.id for m in found]
@@ -262,7 +262,10 @@ def test_model_work_stops_when_the_client_goes(svc) -> None:  # type: ignore[no-
         with live_server(app) as url:
             port = int(url.rsplit(":", 1)[1])
             with socket.create_connection(("127.0.0.1", port)) as sock:
-                head = f"POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                head = (
+                    "POST /rerank HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n"
+                )
                 sock.sendall(head.encode() + body)
                 deadline = time.monotonic() + 20
                 while len(calls) < 3 and time.monotonic() < deadline:
