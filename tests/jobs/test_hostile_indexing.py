@@ -49,7 +49,7 @@ def _index(env, manifest: Path):  # type: ignore[no-untyped-def]
 
 
 def test_a_duplicate_of_a_failed_item_fails_with_it(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    settings, engine, store = env
+    _, engine, store = env
     bad = _png((40, 40), "red")[:-30]  # truncated: fails only when decoded, in the worker
     (tmp_path / "a.png").write_bytes(bad)
     (tmp_path / "b.png").write_bytes(bad)  # same bytes: marked duplicate at submission
