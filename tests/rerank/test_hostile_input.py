@@ -44,11 +44,20 @@ def _png(size: tuple[int, int], color: str = "red") -> bytes:
     return buf.getvalue()
 
 
+def _settings(**values: Any) -> Settings:
+    """Settings with the fields this version has (so that each test fails on its own finding, not
+    in the fixture, when run against code from before issue 13)."""
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known})
+
+
 @pytest.fixture()
 def svc(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     """An indexed collection ``c``; image root = its image folder; an outside image and a symlink."""
     data = tmp_path / "data"
-    settings = Settings(
+    settings = _settings(
         home=tmp_path / "home",
         model=str(tiny_model_dir),
         threads=1,
