@@ -29,6 +29,7 @@ __all__ = [
     "ClientGone",
     "Deadline",
     "DeadlineExceeded",
+    "HeavyLane",
     "RequestError",
     "run_bounded",
     "send_error",
@@ -69,6 +70,23 @@ class Deadline:
             raise ClientGone()
         if time.monotonic() > self.end:
             raise DeadlineExceeded(self.seconds)
+
+
+class HeavyLane:
+    """At most ``width`` heavy requests (many hits, client-sent images) do model work at once, so
+    that a burst of them leaves the cores to normal queries; a heavy request waits its turn
+    within its own deadline (then 503)."""
+
+    def __init__(self, width: int) -> None:
+        self.slots = threading.BoundedSemaphore(max(1, width))
+
+    def run(self, deadline: Deadline, fn: Callable[[], T]) -> T:
+        while not self.slots.acquire(timeout=0.1):
+            deadline.check()
+        try:
+            return fn()
+        finally:
+            self.slots.release()
 
 
 async def run_bounded(request: Request, deadline: Deadline, fn: Callable[[], T]) -> T:

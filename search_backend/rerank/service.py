@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request  # (endpoint annotations must resolve at module level)
 
 from search_backend.data.text import TextError, clean_text
-from search_backend.rerank.limits import ApiKeyGate, BodyLimit, Deadline, RequestError, run_bounded
+from search_backend.rerank.limits import ApiKeyGate, BodyLimit, Deadline, HeavyLane, RequestError, run_bounded
 from search_backend.rerank.metrics import Metrics, MetricsMiddleware
 from search_backend.rerank.schemas import (
     Health,
@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["Query", "RerankHit", "RerankRequest", "SearchRequest", "create_app"]
 
 _TITLE = "xmodal-search rerank service"
+_HEAVY_HITS = 64
+"""Requests with more hits than this (or client-sent images) go through the heavy lane."""
 
 
 def _validation_message(errors: list[Any]) -> str:
@@ -95,6 +97,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     engine = ready_engine(settings)
     the_store: VectorStore = store or open_store(settings)
     metrics = Metrics()
+    lane = HeavyLane(settings.heavy_requests)
     app = FastAPI(
         title=_TITLE,
         version="0.2.0",
@@ -217,7 +220,8 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
             metrics.observe("/search", result.timings_ms)
             return result.to_json()
 
-        return await run_bounded(request, deadline, work)
+        heavy = req.image_base64 is not None or max(req.k, req.k_retrieve) > _HEAVY_HITS
+        return await run_bounded(request, deadline, lambda: lane.run(deadline, work) if heavy else work())
 
     @app.post(
         "/rerank",
