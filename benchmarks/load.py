@@ -132,6 +132,8 @@ def _normal_client(
             except httpx.HTTPError as e:
                 status = type(e).__name__
             rec.add("normal", time.perf_counter() - t0, status)
+            if status != "200" and os.environ.get("XMR_LOAD_DEBUG"):
+                print(path, status, r.text[:300], file=sys.stderr)
             n += 1
 
 
@@ -216,6 +218,7 @@ def _summary(rec: Recorder, seconds: float) -> dict[str, Any]:
         "p50_ms": percentile(lat, 0.5) * 1e3,
         "p99_ms": percentile(lat, 0.99) * 1e3,
         "errors": sum(n for s, n in statuses.items() if s != "200"),
+        "statuses": dict(statuses),
         "hostile": {k: dict(v) for k, v in rec.statuses.items() if k != "normal"},
         "hostile_p50_ms": {k: percentile(v, 0.5) * 1e3 for k, v in rec.latencies.items() if k != "normal"},
     }

@@ -7,6 +7,8 @@ about what the model needs (:func:`image_side`), and a text is cut once, to what
 
 from __future__ import annotations
 
+import copy
+import threading
 from typing import Any
 
 __all__ = ["DEFAULT_IMAGE_SIDE", "image_side", "truncate_texts"]
@@ -33,6 +35,22 @@ def image_side(model: Any) -> int:
     return max(sides)
 
 
+_OWN: dict[int, tuple[Any, threading.Lock, Any]] = {}
+_OWN_LOCK = threading.Lock()
+
+
+def _own_copy(tokenizer: Any) -> tuple[threading.Lock, Any]:
+    """A private copy of ``tokenizer`` and its lock. A fast tokenizer's truncation and padding
+    settings are state of the Rust object: calling it with other settings than the model's own
+    calls, from several threads, fails with "Already borrowed"; the copy keeps ours apart."""
+    with _OWN_LOCK:
+        entry = _OWN.get(id(tokenizer))
+        if entry is None or entry[0] is not tokenizer:
+            entry = (tokenizer, threading.Lock(), copy.deepcopy(tokenizer))
+            _OWN[id(tokenizer)] = entry
+        return entry[1], entry[2]
+
+
 def _text_limit(model: Any) -> tuple[Any, int] | None:
     """(tokenizer, max tokens) of a model whose parts share one fast tokenizer and limit, else None."""
     found = set()
@@ -57,9 +75,15 @@ def truncate_texts(model: Any, texts: list[str]) -> list[str]:
         return [t[: 512 * _MAX_TOKEN_CHARS] for t in texts]
     tokenizer, max_tokens = limit
     heads = [t[: max_tokens * _MAX_TOKEN_CHARS] for t in texts]
-    enc = tokenizer(
-        heads, truncation=True, max_length=max_tokens, return_offsets_mapping=True, add_special_tokens=True
-    )
+    lock, own = _own_copy(tokenizer)
+    with lock:
+        enc = own(
+            heads,
+            truncation=True,
+            max_length=max_tokens,
+            return_offsets_mapping=True,
+            add_special_tokens=True,
+        )
     out = []
     for text, offsets in zip(heads, enc["offset_mapping"], strict=True):
         end = max((int(e) for _s, e in offsets), default=0)
