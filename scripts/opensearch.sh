@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# A local single-node OpenSearch (with the k-NN plugin) for tests and development, on 127.0.0.1 only.
+# A local OpenSearch (with the k-NN plugin) for tests and development, on 127.0.0.1 only: one node,
+# or with --nodes N a cluster of N nodes.
 #
 #   bash scripts/opensearch.sh install|start|stop|status|url|reset|plugin
+#   bash scripts/opensearch.sh --nodes N start|stop [I]|kill I|status|url|reset
+#
+# Cluster mode (--nodes N with N >= 2, or XMR_OPENSEARCH_NODES; scripts/_opensearch_cluster.sh):
+# node I (1..N) listens on HTTP port PORT+I-1 and transport port TRANSPORT_PORT+I-1, with its own
+# config, data and logs under $XMR_SERVICES_DIR/opensearch/cluster-<PORT>/node-I, in the cluster
+# xmr-cluster-<PORT> (so it never joins the single node). start starts every node that is not
+# running and waits until all N are in the cluster; stop [I] stops all nodes or node I; kill I sends
+# node I SIGKILL (failure tests); url prints the nodes' URLs, comma-separated; reset stops all and
+# deletes their data. The nodes share the single node's installation, plugin included.
 #
 # start installs first if needed; status exits 0 only if the node runs and the cluster is yellow or
 # green; url prints http://127.0.0.1:<port>; reset stops the node and deletes its data (all indices).
@@ -13,7 +23,8 @@
 #
 #   XMR_OPENSEARCH_PORT            HTTP port (default 19200)
 #   XMR_OPENSEARCH_TRANSPORT_PORT  transport port (default 19300)
-#   XMR_OPENSEARCH_HEAP            JVM heap, -Xms and -Xmx (default 1g)
+#   XMR_OPENSEARCH_HEAP            JVM heap, -Xms and -Xmx (default 1g; 512m per node of a cluster)
+#   XMR_OPENSEARCH_NODES           nodes (default 1: the single node; same as --nodes N)
 #   XMR_OPENSEARCH_VERSION         OpenSearch version (default 2.19.6, the newest 2.19 for which Maven
 #                                  Central has both zips; the k-NN plugin is <version>.0)
 #   XMR_OPENSEARCH_JAVA_HOME       JDK to run it with (default: the first JDK 11..23 found among
@@ -39,11 +50,28 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODES="${XMR_OPENSEARCH_NODES:-1}"
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --nodes)
+            NODES="${2:?--nodes needs a number}"
+            shift 2
+            ;;
+        *)
+            echo "unknown option $1" >&2
+            exit 2
+            ;;
+    esac
+done
+if ! [[ "$NODES" =~ ^[1-9][0-9]*$ ]]; then
+    echo "--nodes must be a positive integer, not $NODES" >&2
+    exit 2
+fi
 VERSION="${XMR_OPENSEARCH_VERSION:-2.19.6}"
 KNN_VERSION="$VERSION.0"
 PORT="${XMR_OPENSEARCH_PORT:-19200}"
 TRANSPORT_PORT="${XMR_OPENSEARCH_TRANSPORT_PORT:-19300}"
-HEAP="${XMR_OPENSEARCH_HEAP:-1g}"
+if ((NODES > 1)); then HEAP="${XMR_OPENSEARCH_HEAP:-512m}"; else HEAP="${XMR_OPENSEARCH_HEAP:-1g}"; fi
 OS_USER="${XMR_OPENSEARCH_OS_USER:-xmros}"
 START_TIMEOUT_S="${XMR_OPENSEARCH_START_TIMEOUT:-120}"
 SERVICES_DIR="${XMR_SERVICES_DIR:-$REPO/.work/services}"
@@ -570,6 +598,13 @@ cmd_plugin() {
         log "the node is not running; start it with: bash $0 start"
     fi
 }
+
+if ((NODES > 1)); then
+    # shellcheck source=scripts/_opensearch_cluster.sh
+    source "$REPO/scripts/_opensearch_cluster.sh"
+    cluster_main "$@"
+    exit 0
+fi
 
 case "${1:-}" in
     install) cmd_install ;;

@@ -70,6 +70,7 @@ class Settings:
 
     # --- OpenSearch store (XMR_STORE=opensearch) ---
     opensearch_url: str = "http://127.0.0.1:9200"
+    """One node's URL, or several nodes' URLs comma-separated (requests go to one that answers)."""
     opensearch_user: str = ""
     opensearch_password: str = ""
     opensearch_verify_certs: bool = True

@@ -74,7 +74,11 @@ class OpenSearchStore:
 
         if space_type not in ("innerproduct", "cosinesimil", "l2"):
             raise StoreError(f"space type must be innerproduct, cosinesimil or l2, not {space_type!r}")
-        kwargs: dict[str, Any] = {"hosts": [url], "timeout": timeout, "max_retries": 0}
+        hosts = [u.strip() for u in url.split(",") if u.strip()]
+        if not hosts:
+            raise StoreError("no OpenSearch URL (XMR_OPENSEARCH_URL)")
+        # Several nodes (comma-separated URLs): a node that does not answer is skipped for the next.
+        kwargs: dict[str, Any] = {"hosts": hosts, "timeout": timeout, "max_retries": len(hosts) - 1}
         if user:
             kwargs["http_auth"] = (user, password)
         if url.startswith("https://"):
@@ -118,10 +122,14 @@ class OpenSearchStore:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a client call; connection trouble and overload become StoreUnavailableError (retried)."""
         from opensearchpy.exceptions import ConnectionError as OSConnectionError
-        from opensearchpy.exceptions import NotFoundError, TransportError
+        from opensearchpy.exceptions import NotFoundError, SSLError, TransportError
 
         try:
             return fn(*args, **kwargs)
+        except SSLError as e:  # a configuration problem (CA, certificate), not an outage
+            raise StoreError(
+                f"TLS with OpenSearch at {self.url} failed during {what} (check XMR_OPENSEARCH_CA_CERTS): {e}"
+            ) from e
         except OSConnectionError as e:  # includes ConnectionTimeout
             raise StoreUnavailableError(f"OpenSearch at {self.url} unreachable during {what}: {e}") from e
         except NotFoundError:
