@@ -60,7 +60,7 @@ def test_store_over_tls_with_basic_auth(tls_env: dict[str, str]) -> None:
     vecs = np.eye(4, dtype=np.float32)
     store.upsert("secure", ["a", "b", "c", "d"], vecs, [{"kind": "image", "source": f"/{i}"} for i in "abcd"])
     assert store.count("secure") == 4
-    assert [m.id for m in store.knn("secure", vecs[2], 2)][0] == "c"
+    assert store.knn("secure", vecs[2], 2)[0].id == "c"
     assert store.get("secure", ["b", "x"]) == [{"kind": "image", "source": "/b"}, None]
     store.drop_collection("secure")
 
