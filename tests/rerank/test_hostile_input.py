@@ -427,3 +427,35 @@ def test_concurrent_requests_share_the_decode_gate() -> None:
     for t in threads:
         t.join()
     assert max(peak) == 1
+
+
+def test_concurrent_queries_all_succeed(svc) -> None:  # type: ignore[no-untyped-def]
+    """Many clients at once: no request fails (a fast tokenizer called from several threads with
+    other truncation settings fails with 'Already borrowed' unless each caller has its own)."""
+    from tests.rerank._live import live_server
+
+    settings, _, _, store = svc
+    model = cached_model(settings.model)
+    ids = [m.id for m in store.knn("c", model.encode_texts(["x"])[0], 20, {"kind": "image"})]
+    statuses: list[int] = []
+
+    def client(n: int) -> None:
+        import httpx
+
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for k in range(6):
+                text = f"a small red circle left of a blue square number {n} {k} " * 8
+                if (n + k) % 2:
+                    r = http.post("/search", json={"collection": "c", "text": text, "k": 3, "k_retrieve": 8})
+                else:
+                    hits = [{"id": i} for i in ids]
+                    r = http.post("/rerank", json={"query": {"text": text}, "hits": hits, "collection": "c"})
+                statuses.append(r.status_code)
+
+    with live_server(create_app(settings)) as url:
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    assert statuses == [200] * 48, statuses
