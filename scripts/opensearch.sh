@@ -394,7 +394,7 @@ wait_healthy() {
         if pid="$(node_pid)"; then
             no_pid_since=$SECONDS
             healthy 2 && return 0
-        elif ((SECONDS - no_pid_since >= 30)); then
+        elif ((SECONDS - no_pid_since >= 90)); then  # (a loaded machine writes the pid file late)
             print_log_tail
             die "the node is not running (no live pid in $PID_FILE)"
         fi
