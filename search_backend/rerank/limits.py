@@ -65,6 +65,10 @@ class Deadline:
         self.end = time.monotonic() + seconds
         self.gone = threading.Event()
 
+    def pause(self, seconds: float) -> None:
+        """Do not count ``seconds`` (one-time work such as loading a model on first use)."""
+        self.end += seconds
+
     def check(self) -> None:
         if self.gone.is_set():
             raise ClientGone()

@@ -459,3 +459,56 @@ def test_concurrent_queries_all_succeed(svc) -> None:  # type: ignore[no-untyped
         for t in threads:
             t.join(timeout=300)
     assert statuses == [200] * 48, statuses
+
+
+_RSS_RUN = """
+import base64, io, json, resource, sys
+from fastapi.testclient import TestClient
+from PIL import Image
+from search_backend.config import get_settings
+from search_backend.rerank.service import create_app
+buf = io.BytesIO()
+Image.new("RGB", (8000, 8000), (200, 30, 30)).save(buf, "PNG")  # 64 megapixels in ~200 kB
+png = base64.b64encode(buf.getvalue()).decode()
+client = TestClient(create_app(get_settings()))
+warm = client.post("/rerank", json={"query": {"text": "red"}, "hits": [{"id": "w", "caption": "x",
+                   "image_base64": base64.b64encode(open(sys.argv[1], "rb").read()).decode()}]})
+assert warm.status_code == 200, warm.text
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+hits = [{"id": f"h{i}", "image_base64": png} for i in range(2)]
+r = client.post("/rerank", json={"query": {"text": "a red square"}, "hits": hits})
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+four = client.post("/rerank", json={"query": {"text": "a red square"}, "hits": hits * 2})
+print(json.dumps({"status": r.status_code, "four": four.status_code, "detail": four.text[:300],
+                  "growth_mb": (after - before) / 1024}))
+"""
+
+
+def test_rerank_of_huge_images_has_bounded_memory(svc, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Two 64-megapixel PNGs inline (before: +240 MB per hit on top of +617 MB, all held at once)."""
+    import subprocess
+    import sys
+
+    settings, images, _, _ = svc
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "XMR_HOME": str(settings.home),
+        "XMR_MODEL": settings.model,
+        "XMR_THREADS": "1",
+        "XMR_MAX_REQUEST_BYTES": "40000000",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_RUN, str(images[0])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["status"] == 200
+    assert report["growth_mb"] < 450, report  # one full-size decode at a time (256 MB), nothing held
+    assert report["four"] == 413 and "pixel budget" in report["detail"], report
