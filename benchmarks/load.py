@@ -199,7 +199,7 @@ def _phase(url: str, seconds: float, clients: int, hostile: int, data: tuple[Any
         for i in range(clients)
     ]
     threads += [
-        threading.Thread(target=_hostile_client, args=(url, stop, hostile_requests, i, rec))
+        threading.Thread(target=_hostile_client, args=(url, stop, hostile_requests, i * 4 + 3, rec))
         for i in range(hostile)
     ]
     for t in threads:
