@@ -313,6 +313,28 @@ class OpenSearchStore:
                 clauses.append({"term": {field: want}})
         return {"bool": {"filter": clauses}}
 
+    def _search_all_shards(self, name: str, body: dict[str, Any]) -> Any:
+        """A search answered by every shard. A node that dies mid-query can leave shards without an
+        answer: the search is run again (its copies on other nodes answer), and after three tries
+        the store is unavailable (retried by callers) rather than a partial result passed as whole."""
+        import time
+
+        from opensearchpy.exceptions import NotFoundError
+
+        for attempt in range(3):
+            try:
+                res = self._call("k-NN search", self.client.search, index=self._alias(name), body=body)
+            except NotFoundError:
+                raise UnknownCollectionError(name) from None
+            failed = _failed_shards(res)
+            if not failed:
+                return res
+            time.sleep(0.2 * (attempt + 1))
+        total = int((res.get("_shards") or {}).get("total", 0) or 0)
+        raise StoreUnavailableError(
+            f"OpenSearch answered from {total - failed} of {total} shards of {name!r}"
+        )
+
     def count(self, name: str, filter: Mapping[str, Any] | None = None) -> int:
         from opensearchpy.exceptions import NotFoundError
 
@@ -356,7 +378,6 @@ class OpenSearchStore:
     def knn(
         self, name: str, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
     ) -> list[Match]:
-        from opensearchpy.exceptions import NotFoundError
 
         if k < 1:
             raise StoreError(f"k must be >= 1, got {k}")
@@ -371,15 +392,17 @@ class OpenSearchStore:
         if query:
             knn["filter"] = query
         body = {"size": k, "_source": {"excludes": [_VECTOR]}, "query": {"knn": {_VECTOR: knn}}}
-        try:
-            res = self._call("k-NN search", self.client.search, index=self._alias(name), body=body)
-        except NotFoundError:
-            raise UnknownCollectionError(name) from None
+        res = self._search_all_shards(name, body)
         out = []
         for hit in res["hits"]["hits"]:
             meta = {k2: v for k2, v in hit.get("_source", {}).items() if k2 not in _HIDDEN}
             out.append(Match(hit["_id"], from_space_score(float(hit["_score"]), self.space_type), meta))
         return out
+
+
+def _failed_shards(res: Mapping[str, Any]) -> int:
+    shards = res.get("_shards") or {}
+    return int(shards.get("failed", 0) or 0)
 
 
 def _reason(e: Any) -> str:
