@@ -63,7 +63,7 @@ class Settings:
     """Largest image file (indexing, rerank) or inline image read, in bytes; larger ones fail unread."""
     index_batch_pixels: int = 64_000_000
     """Decoded pixels an indexing batch holds at once: images are encoded in chunks within it."""
-    decode_pixels: int = 128_000_000
+    decode_pixels: int = 64_000_000
     """Full-size pixels decoded at once in one process, over all threads (a decode waits for room)."""
     max_text_chars: int = 4096
     """Longest query text or caption, in characters after normalisation (longer: refused)."""

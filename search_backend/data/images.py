@@ -207,11 +207,11 @@ class _DecodeGate:
                 self.cond.notify_all()
 
 
-_GATE = _DecodeGate(2 * MAX_IMAGE_PIXELS)
+_GATE = _DecodeGate(MAX_IMAGE_PIXELS)
 
 
 def set_decode_gate(pixels: int) -> None:
-    """Bound the full-size pixels decoded at once across threads (default two 64-megapixel images)."""
+    """Bound the full-size pixels decoded at once across threads (default one 64-megapixel image)."""
     global _GATE
     _GATE = _DecodeGate(max(int(pixels), 1))
 
@@ -277,6 +277,23 @@ def _decode_quietly(
         return _transpose(_to_rgb(small), orientation)
     except Exception as e:  # conversion of an exotic mode failed
         raise ImageError(item, f"cannot convert {img.mode} image to RGB: {_describe(e)}") from None
+    finally:
+        if small is not img and img.size[0] * img.size[1] >= _TRIM_PIXELS:
+            img.close()
+            del img
+            _release_memory()
+
+
+_TRIM_PIXELS = 16_000_000
+
+
+def _release_memory() -> None:
+    """Hand the freed pages of a large decode back to the system (glibc keeps them otherwise)."""
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
 
 
 _REDUCE_MODES = frozenset({"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F"})

@@ -99,9 +99,23 @@ def serve_warnings(settings: Settings, host: str) -> list[str]:
     return out
 
 
+def _few_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread its own malloc arena; the service's worker threads would each keep
+    the freed memory of large decodes. Fewer arenas keep RSS near what is in use."""
+    import contextlib
+    import ctypes
+    import ctypes.util
+
+    m_arena_max = -8
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(m_arena_max, arenas)
+
+
 def serve(settings: Settings, host: str, port: int, workers: int = 1) -> None:
     """uvicorn on ``host:port`` (the app reads the same ``XMR_*`` settings in each worker)."""
     import uvicorn
+
+    _few_malloc_arenas()
 
     uvicorn.run(
         "search_backend.rerank.asgi:app",
