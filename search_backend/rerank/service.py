@@ -97,7 +97,17 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     engine = ready_engine(settings)
     the_store: VectorStore = store or open_store(settings)
     metrics = Metrics()
+    import os
+
     lane = HeavyLane(settings.heavy_requests)
+    # All model work: as many at once as there are cores (more only adds memory and waiting).
+    work_lane = HeavyLane(settings.model_requests or os.cpu_count() or 2)
+
+    def bounded(heavy: bool, deadline: Deadline, work: Any) -> Any:
+        if heavy:
+            return lane.run(deadline, lambda: work_lane.run(deadline, work))
+        return work_lane.run(deadline, work)
+
     app = FastAPI(
         title=_TITLE,
         version="0.2.0",
@@ -221,7 +231,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
             return result.to_json()
 
         heavy = req.image_base64 is not None or max(req.k, req.k_retrieve) > _HEAVY_HITS
-        return await run_bounded(request, deadline, lambda: lane.run(deadline, work) if heavy else work())
+        return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
 
     @app.post(
         "/rerank",
@@ -234,9 +244,12 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         if len(req.hits) > settings.max_rerank_hits:
             raise RequestError(413, f"{len(req.hits)} hits; at most {settings.max_rerank_hits} per request")
         text = _query_text(req.query.text, req.query.image_base64, "query", settings)
-        return await run_bounded(
-            request, deadline, lambda: _rerank(settings, engine, the_store, req, text, deadline, metrics)
-        )
+        heavy = len(req.hits) > _HEAVY_HITS or any(h.image_base64 or h.source for h in req.hits)
+
+        def work() -> dict[str, Any]:
+            return _rerank(settings, engine, the_store, req, text, deadline, metrics)
+
+        return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
 
     return app
 
