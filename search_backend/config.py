@@ -108,7 +108,7 @@ class Settings:
     """Seconds a client has to send a request's headers, on a new or a kept-alive connection."""
     keep_alive_timeout: float = 5.0
     """Seconds an idle kept-alive connection stays open."""
-    model_requests: int = 2
+    model_requests: int = 4
     """Requests doing model work at once (the rest wait, within their deadline); 0 = the cores."""
     heavy_requests: int = 1
     """Heavy requests (over 64 hits or k_retrieve, or with client-sent images) doing model work at once."""

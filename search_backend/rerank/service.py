@@ -245,6 +245,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
             raise RequestError(413, f"{len(req.hits)} hits; at most {settings.max_rerank_hits} per request")
         text = _query_text(req.query.text, req.query.image_base64, "query", settings)
         heavy = len(req.hits) > _HEAVY_HITS or any(h.image_base64 or h.source for h in req.hits)
+        _refuse_sources(req.hits, settings)  # before any waiting: a refusal costs nothing
 
         def work() -> dict[str, Any]:
             return _rerank(settings, engine, the_store, req, text, deadline, metrics)
@@ -315,6 +316,15 @@ def _rerank(
         ],
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
+
+
+def _refuse_sources(hits: list[RerankHit], settings: Settings) -> None:
+    from search_backend.rerank.references import REFUSED, resolve_source
+
+    roots = settings.image_root_paths
+    for n, hit in enumerate(hits):
+        if hit.image_base64 is None and hit.source is not None and resolve_source(hit.source, roots) is None:
+            raise RequestError(422, f"hits[{n}] (id {hit.id!r}): {REFUSED}")
 
 
 def _loaded(model_path: str, deadline: Deadline) -> Any:
