@@ -32,6 +32,8 @@ lint: install
 services:
 	-bash scripts/services.sh up
 	-bash scripts/opensearch.sh start && bash scripts/opensearch.sh plugin
+	-XMR_OPENSEARCH_PORT=19400 XMR_OPENSEARCH_TRANSPORT_PORT=19500 XMR_OPENSEARCH_START_TIMEOUT=300 bash scripts/opensearch.sh --nodes 2 start
+	-bash scripts/tls_proxy.sh start
 
 test: lint services
 	$(BIN)/pytest -q

@@ -217,7 +217,12 @@ def index(
         get_collection(s, collection)  # unknown collection: fail before reading anything
     result = read_manifest(manifest, image_root=image_root, split=split, strict=True, check_images=False)
     submitted = submit_job(
-        engine, collection, result, str(manifest), batch_size=batch_size or settings.index_batch_size
+        engine,
+        collection,
+        result,
+        str(manifest),
+        batch_size=batch_size or settings.index_batch_size,
+        max_image_bytes=settings.max_image_bytes,
     )
     _dispatch(settings, engine, store, submitted.job_id, submitted.batches, wait, as_json)
 
@@ -268,14 +273,22 @@ def jobs_show(job_id: int, items_status: str | None, limit: int, as_json: bool) 
         return
     if items_status != "all" and items_status not in ITEM_STATUSES:
         raise click.BadParameter(f"expected one of {', '.join(ITEM_STATUSES)} or all", param_hint="--items")
-    for item in job_items(
-        engine, job_id, status=None if items_status == "all" else items_status, limit=limit
-    ):
+    status = None if items_status == "all" else items_status
+    shown = 0
+    for item in job_items(engine, job_id, status=status, limit=limit):
+        shown += 1
         if as_json:
             _emit(item.to_json())
         else:
             reason = f": {item.error}" if item.error else ""
             click.echo(f"  {item.status:9} {item.kind:7} {item.key}{reason}")
+    matching = job.total if status is None else job.counts.get(status, 0)
+    if matching > shown:
+        click.echo(
+            f"  ... {matching - shown} more {items_status} item(s) not shown (--limit {limit}); "
+            f"use --limit {matching} to see them all",
+            err=True,
+        )
 
 
 @jobs.command("retry")
@@ -421,15 +434,12 @@ def worker(concurrency: int, pool: str, loglevel: str, hostname: str | None) -> 
 @handle_errors
 def serve(host: str | None, port: int | None, workers: int) -> None:
     """Run the HTTP service: POST /search, POST /rerank, GET /health, GET /metrics, /docs."""
-    import uvicorn
-
     from search_backend.config import get_settings
+    from search_backend.rerank.server import serve as run_server
+    from search_backend.rerank.server import serve_warnings
 
     settings = get_settings()
-    uvicorn.run(
-        "search_backend.rerank.asgi:app",
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
-        workers=workers,
-        log_level="info",
-    )
+    bind = host or settings.serve_host
+    for warning in serve_warnings(settings, bind):
+        click.echo(f"Warning: {warning}", err=True)
+    run_server(settings, bind, port or settings.serve_port, workers)

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# A local single-node OpenSearch (with the k-NN plugin) for tests and development, on 127.0.0.1 only.
+# A local OpenSearch (with the k-NN plugin) for tests and development, on 127.0.0.1 only: one node,
+# or with --nodes N a cluster of N nodes.
 #
 #   bash scripts/opensearch.sh install|start|stop|status|url|reset|plugin
+#   bash scripts/opensearch.sh --nodes N start|stop [I]|kill I|status|url|reset
+#
+# Cluster mode (--nodes N with N >= 2, or XMR_OPENSEARCH_NODES; scripts/_opensearch_cluster.sh):
+# node I (1..N) listens on HTTP port PORT+I-1 and transport port TRANSPORT_PORT+I-1, with its own
+# config, data and logs under $XMR_SERVICES_DIR/opensearch/cluster-<PORT>/node-I, in the cluster
+# xmr-cluster-<PORT> (so it never joins the single node). start starts every node that is not
+# running and waits until all N are in the cluster; stop [I] stops all nodes or node I; kill I sends
+# node I SIGKILL (failure tests); url prints the nodes' URLs, comma-separated; reset stops all and
+# deletes their data. The nodes share the single node's installation, plugin included.
 #
 # start installs first if needed; status exits 0 only if the node runs and the cluster is yellow or
 # green; url prints http://127.0.0.1:<port>; reset stops the node and deletes its data (all indices).
@@ -13,10 +23,14 @@
 #
 #   XMR_OPENSEARCH_PORT            HTTP port (default 19200)
 #   XMR_OPENSEARCH_TRANSPORT_PORT  transport port (default 19300)
-#   XMR_OPENSEARCH_HEAP            JVM heap, -Xms and -Xmx (default 1g)
+#   XMR_OPENSEARCH_HEAP            JVM heap, -Xms and -Xmx (default 1g; 512m per node of a cluster)
+#   XMR_OPENSEARCH_NODES           nodes (default 1: the single node; same as --nodes N)
 #   XMR_OPENSEARCH_VERSION         OpenSearch version (default 2.19.6, the newest 2.19 for which Maven
 #                                  Central has both zips; the k-NN plugin is <version>.0)
-#   XMR_OPENSEARCH_JAVA_HOME       JDK to run it with (default: the first JDK 11..23 found among
+#                                  3.x (e.g. 3.5.0, which needs Java 21+) lives apart, in
+#                                  $XMR_SERVICES_DIR/opensearch-<version>; give it its own ports
+#   XMR_OPENSEARCH_JAVA_HOME       JDK to run it with (default: the first JDK 11..23 for 2.x, 21..25
+#                                  for 3.x, found among
 #                                  OPENSEARCH_JAVA_HOME, JAVA_HOME, `java` on PATH, /usr/lib/jvm/*)
 #   XMR_OPENSEARCH_OS_USER         system user that runs the node when invoked as root (default xmros)
 #   XMR_OPENSEARCH_START_TIMEOUT   seconds to wait for a yellow cluster (default 120)
@@ -39,16 +53,37 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+NODES="${XMR_OPENSEARCH_NODES:-1}"
+while [[ "${1:-}" == --* ]]; do
+    case "$1" in
+        --nodes)
+            NODES="${2:?--nodes needs a number}"
+            shift 2
+            ;;
+        *)
+            echo "unknown option $1" >&2
+            exit 2
+            ;;
+    esac
+done
+if ! [[ "$NODES" =~ ^[1-9][0-9]*$ ]]; then
+    echo "--nodes must be a positive integer, not $NODES" >&2
+    exit 2
+fi
 VERSION="${XMR_OPENSEARCH_VERSION:-2.19.6}"
 KNN_VERSION="$VERSION.0"
 PORT="${XMR_OPENSEARCH_PORT:-19200}"
 TRANSPORT_PORT="${XMR_OPENSEARCH_TRANSPORT_PORT:-19300}"
-HEAP="${XMR_OPENSEARCH_HEAP:-1g}"
+if ((NODES > 1)); then HEAP="${XMR_OPENSEARCH_HEAP:-512m}"; else HEAP="${XMR_OPENSEARCH_HEAP:-1g}"; fi
 OS_USER="${XMR_OPENSEARCH_OS_USER:-xmros}"
 START_TIMEOUT_S="${XMR_OPENSEARCH_START_TIMEOUT:-120}"
 SERVICES_DIR="${XMR_SERVICES_DIR:-$REPO/.work/services}"
 [[ "$SERVICES_DIR" == /* ]] || SERVICES_DIR="$PWD/$SERVICES_DIR"
 BASE_DIR="$SERVICES_DIR/opensearch"
+MAJOR="${VERSION%%.*}"
+if [[ "$VERSION" != 2.19.6 ]]; then BASE_DIR="$SERVICES_DIR/opensearch-$VERSION"; fi
+# OpenSearch 2.x needs the SecurityManager (removed in Java 24); 3.x needs Java 21 or newer.
+if ((MAJOR >= 3)); then JAVA_MIN=21 JAVA_MAX=25; else JAVA_MIN=11 JAVA_MAX=23; fi
 DOWNLOAD_DIR="$BASE_DIR/downloads/$VERSION"
 DIST_DIR="$BASE_DIR/dist"
 HOME_DIR="$DIST_DIR/opensearch-$VERSION"
@@ -63,6 +98,14 @@ INSTALLED_MARKER="$HOME_DIR/.xmr-installed"
 PLUGIN_SRC_DIR="$REPO/opensearch-plugin"
 PLUGIN_NAME="xmodal-rerank"
 PLUGIN_ZIP_DIR="$BASE_DIR/plugin-zips"
+# The plugin is built for this OpenSearch version (3.x: Java 21 byte code), each in its own folder.
+PLUGIN_BUILD_DIR="$PLUGIN_SRC_DIR/target"
+PLUGIN_MVN_ARGS=()
+if [[ "$VERSION" != 2.19.6 ]]; then
+    PLUGIN_BUILD_DIR="$PLUGIN_SRC_DIR/target-$VERSION"
+    PLUGIN_MVN_ARGS=("-Dopensearch.version=$VERSION" "-Dbuild.dir=$PLUGIN_BUILD_DIR")
+    if ((MAJOR >= 3)); then PLUGIN_MVN_ARGS+=("-Dplugin.java.version=21"); fi
+fi
 PLUGIN_MARKER="$BASE_DIR/$PLUGIN_NAME.installed-sha256"
 DEPENDENCY_PLUGIN="org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 
@@ -91,11 +134,11 @@ find_java_home() {
     local -a candidates=()
     if [[ -n "${XMR_OPENSEARCH_JAVA_HOME:-}" ]]; then
         major="$(java_major "$XMR_OPENSEARCH_JAVA_HOME")" || true
-        if [[ -n "$major" ]] && ((major >= 11 && major <= 23)); then
+        if [[ -n "$major" ]] && ((major >= JAVA_MIN && major <= JAVA_MAX)); then
             echo "$XMR_OPENSEARCH_JAVA_HOME"
             return 0
         fi
-        die "XMR_OPENSEARCH_JAVA_HOME=$XMR_OPENSEARCH_JAVA_HOME is not a JDK 11..23 (OpenSearch $VERSION needs one)"
+        die "XMR_OPENSEARCH_JAVA_HOME=$XMR_OPENSEARCH_JAVA_HOME is not a JDK $JAVA_MIN..$JAVA_MAX (OpenSearch $VERSION needs one)"
     fi
     [[ -n "${OPENSEARCH_JAVA_HOME:-}" ]] && candidates+=("$OPENSEARCH_JAVA_HOME")
     [[ -n "${JAVA_HOME:-}" ]] && candidates+=("$JAVA_HOME")
@@ -107,12 +150,12 @@ find_java_home() {
     done
     for candidate in "${candidates[@]}"; do
         major="$(java_major "$candidate")" || continue
-        if [[ -n "$major" ]] && ((major >= 11 && major <= 23)); then
+        if [[ -n "$major" ]] && ((major >= JAVA_MIN && major <= JAVA_MAX)); then
             echo "$candidate"
             return 0
         fi
     done
-    die "no JDK 11..23 found (OpenSearch $VERSION needs one); set XMR_OPENSEARCH_JAVA_HOME"
+    die "no JDK $JAVA_MIN..$JAVA_MAX found (OpenSearch $VERSION needs one); set XMR_OPENSEARCH_JAVA_HOME"
 }
 
 # Maven project whose `dependency:copy-dependencies` copies one artifact (and what it needs at
@@ -351,7 +394,7 @@ wait_healthy() {
         if pid="$(node_pid)"; then
             no_pid_since=$SECONDS
             healthy 2 && return 0
-        elif ((SECONDS - no_pid_since >= 30)); then
+        elif ((SECONDS - no_pid_since >= 90)); then  # (a loaded machine writes the pid file late)
             print_log_tail
             die "the node is not running (no live pid in $PID_FILE)"
         fi
@@ -493,7 +536,7 @@ cmd_url() {
 plugin_zip() {
     local zip
     # shellcheck disable=SC2012  # names are ours: xmodal-rerank-<version>.zip
-    zip="$(ls -t "$PLUGIN_SRC_DIR/target/$PLUGIN_NAME"-*.zip 2>/dev/null | head -n 1)" || true
+    zip="$(ls -t "$PLUGIN_BUILD_DIR/$PLUGIN_NAME"-*.zip 2>/dev/null | head -n 1)" || true
     [[ -n "$zip" && -f "$zip" ]] && echo "$zip"
 }
 
@@ -512,13 +555,15 @@ cmd_plugin() {
     if [[ -n "$stale" ]]; then
         command -v mvn >/dev/null 2>&1 || die "mvn not found (needed to build $PLUGIN_SRC_DIR)"
         log "building $PLUGIN_NAME with mvn ($stale)"
-        local build_log="$PLUGIN_SRC_DIR/target/mvn-package.log"
-        mkdir -p "$PLUGIN_SRC_DIR/target"
-        if ! mvn -B -q -ntp -f "$PLUGIN_SRC_DIR/pom.xml" package >"$build_log" 2>&1; then
+        local build_log="$PLUGIN_BUILD_DIR/mvn-package.log" mvn_java=""
+        mkdir -p "$PLUGIN_BUILD_DIR"
+        if ((MAJOR >= 3)); then mvn_java="$(find_java_home)"; fi
+        if ! env ${mvn_java:+JAVA_HOME="$mvn_java"} mvn -B -q -ntp -f "$PLUGIN_SRC_DIR/pom.xml" \
+            ${PLUGIN_MVN_ARGS[@]+"${PLUGIN_MVN_ARGS[@]}"} package >"$build_log" 2>&1; then
             tail -n 40 "$build_log" >&2 || true
             die "mvn package failed (log: $build_log)"
         fi
-        zip="$(plugin_zip)" || die "mvn package produced no $PLUGIN_SRC_DIR/target/$PLUGIN_NAME-*.zip"
+        zip="$(plugin_zip)" || die "mvn package produced no $PLUGIN_BUILD_DIR/$PLUGIN_NAME-*.zip"
     fi
     unzip -tq "$zip" >/dev/null || die "$zip is not a valid zip file"
     local sha
@@ -570,6 +615,13 @@ cmd_plugin() {
         log "the node is not running; start it with: bash $0 start"
     fi
 }
+
+if ((NODES > 1)); then
+    # shellcheck source=scripts/_opensearch_cluster.sh
+    source "$REPO/scripts/_opensearch_cluster.sh"
+    cluster_main "$@"
+    exit 0
+fi
 
 case "${1:-}" in
     install) cmd_install ;;

@@ -3,17 +3,25 @@
 #
 #   bash scripts/redis.sh install|start|stop|status|url
 #
-#   XMR_REDIS_PORT    TCP port (default 16379)
-#   XMR_SERVICES_DIR  state folder (default <repo>/.work/services); Redis keeps its
-#                     pid file and log under $XMR_SERVICES_DIR/redis
+#   XMR_REDIS_PORT     TCP port (default 16379)
+#   XMR_SERVICES_DIR   state folder (default <repo>/.work/services); Redis keeps its
+#                      pid file and log under $XMR_SERVICES_DIR/redis (or redis-<port> off 16379)
+#   XMR_REDIS_PERSIST  1: append-only file, fsync on every write, so queued tasks survive a
+#                      restart (what a broker in production needs); default 0: memory only
 #
-# No persistence: the data lives in memory only and is gone after `stop`.
+# Without XMR_REDIS_PERSIST=1 the data lives in memory only and is gone after `stop`.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${XMR_REDIS_PORT:-16379}"
 SERVICES_DIR="${XMR_SERVICES_DIR:-$REPO/.work/services}"
 STATE_DIR="$SERVICES_DIR/redis"
+[[ "$PORT" == 16379 ]] || STATE_DIR="$SERVICES_DIR/redis-$PORT"
+if [[ "${XMR_REDIS_PERSIST:-0}" == 1 ]]; then
+    PERSIST=(--appendonly yes --appendfsync always)
+else
+    PERSIST=(--appendonly no)
+fi
 PIDFILE="$STATE_DIR/redis.pid"
 LOGFILE="$STATE_DIR/redis.log"
 START_TIMEOUT_S=20
@@ -67,7 +75,7 @@ cmd_start() {
         --port "$PORT" \
         --protected-mode yes \
         --save '' \
-        --appendonly no \
+        "${PERSIST[@]}" \
         --dir "$STATE_DIR" \
         --pidfile "$PIDFILE" \
         --logfile "$LOGFILE" \

@@ -62,9 +62,18 @@ class Settings:
     """Seconds before a task taken by a worker that died (SIGKILL) is given to another worker."""
     max_query_bytes: int = 20_000_000
     """Largest query image accepted by search, in bytes."""
+    max_image_bytes: int = 64_000_000
+    """Largest image file (indexing, rerank) or inline image read, in bytes; larger ones fail unread."""
+    index_batch_pixels: int = 64_000_000
+    """Decoded pixels an indexing batch holds at once: images are encoded in chunks within it."""
+    decode_pixels: int = 64_000_000
+    """Full-size pixels decoded at once in one process, over all threads (a decode waits for room)."""
+    max_text_chars: int = 4096
+    """Longest query text or caption, in characters after normalisation (longer: refused)."""
 
     # --- OpenSearch store (XMR_STORE=opensearch) ---
     opensearch_url: str = "http://127.0.0.1:9200"
+    """One node's URL, or several nodes' URLs comma-separated (requests go to one that answers)."""
     opensearch_user: str = ""
     opensearch_password: str = ""
     opensearch_verify_certs: bool = True
@@ -91,6 +100,28 @@ class Settings:
     max_request_bytes: int = 30_000_000
     """Largest request body the service reads (base64 images included)."""
     max_rerank_hits: int = 1000
+    max_request_pixels: int = 128_000_000
+    """Header pixels of all the images one request may decode (query and hits together)."""
+    image_roots: str = ""
+    """Folders (``os.pathsep``-separated) whose files a ``/rerank`` hit may name by ``source``;
+    empty: none, hits name indexed ids or carry their image inline."""
+    request_timeout: float = 30.0
+    """Seconds a request may take (reading its body included); then 503, and its model work stops."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers, on a new or a kept-alive connection."""
+    keep_alive_timeout: float = 5.0
+    """Seconds an idle kept-alive connection stays open."""
+    model_requests: int = 4
+    """Requests doing model work at once (the rest wait, within their deadline); 0 = the cores."""
+    heavy_requests: int = 1
+    """Heavy requests (over 64 hits or k_retrieve, or with client-sent images) doing model work at once."""
+    max_connections: int = 64
+    """Concurrent connections the server accepts; more get 503 (uvicorn ``limit_concurrency``)."""
+
+    @property
+    def image_root_paths(self) -> list[Path]:
+        """``image_roots`` as resolved folders (symbolic links resolved)."""
+        return [Path(r).expanduser().resolve() for r in self.image_roots.split(os.pathsep) if r.strip()]
 
     @property
     def models_dir(self) -> Path:

@@ -33,7 +33,7 @@ class Cluster:
 
     def xmr(self, *args: str) -> str:
         done = subprocess.run(
-            [XMR, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+            [XMR, *args], env=self.env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False
         )
         assert done.returncode == 0, (args, done.stdout, done.stderr)
         return done.stdout

@@ -30,6 +30,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from typing import Any
 
 from search_backend.data.images import MAX_IMAGE_PIXELS, ImageError, check_image_file, load_image
+from search_backend.data.text import text_problem
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -194,9 +195,11 @@ def _jsonl_items(
                 raise ManifestError(manifest, e.reason, line=lineno) from None
             yield ItemProblem(e.item or str(manifest), lineno, e.reason)
             continue
-        if caption is not None and not caption:
-            yield ItemProblem(image_id, lineno, "empty caption")
-            continue
+        if caption is not None:
+            caption, reason = _clean_caption(caption)
+            if reason is not None:
+                yield ItemProblem(image_id, lineno, reason)
+                continue
         image = _resolve(base / image_id)
         reason = checker.problem(image)
         if reason is not None:
@@ -408,11 +411,12 @@ def _karpathy_items(
         if reason is not None:
             yield ItemProblem(image_id, index, reason)
             continue
-        for caption in captions:
-            if caption:
+        for raw_caption in captions:
+            caption, reason = _clean_caption(raw_caption)
+            if reason is None:
                 yield ManifestRecord(image, caption, image_id, index)
             else:
-                yield ItemProblem(image_id, index, "empty caption")
+                yield ItemProblem(image_id, index, reason)
 
 
 def _split_of(entry: Any) -> str | None:
@@ -662,6 +666,14 @@ def iter_manifest(
 
 
 # --- shared helpers ---------------------------------------------------------------------------
+
+
+def _clean_caption(caption: str) -> tuple[str | None, str | None]:
+    """(normalised caption, None) or (None, reason): see :mod:`search_backend.data.text`."""
+    clean, reason = text_problem(caption)
+    if reason is None:
+        return clean, None
+    return None, "empty caption" if reason.startswith("empty") else f"caption: {reason}"
 
 
 class _ImageChecker:

@@ -39,6 +39,7 @@ class Collection(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids never reused (migration 0004)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     collection_id: Mapped[int] = mapped_column(
@@ -62,6 +63,7 @@ class Item(Base):
         UniqueConstraint("job_id", "item_key", name="uq_items_job_key"),
         Index("ix_items_job_status", "job_id", "status"),
         Index("ix_items_collection_checksum", "collection_id", "checksum"),
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -5,8 +5,13 @@ call :func:`run_batch`. It is idempotent: only items still ``pending`` are proce
 vector ids are content checksums, so running a batch again (after a crash, a redelivery or a
 retry) replaces vectors instead of adding new ones.
 
-Errors fall in two kinds. A bad item (corrupt image, unreadable file) is marked ``failed`` with
-its reason and the batch goes on. A store or database that does not answer raises
+Errors fall in two kinds. A bad item (corrupt image, unreadable file, a file over
+``XMR_MAX_IMAGE_BYTES``, an invalid caption) is marked ``failed`` with its reason and the batch
+goes on; an item marked ``duplicate`` of it at submission fails with it (nothing holds its content).
+
+Bounded memory: each image is decoded reduced to the model's input size, and the decoded images a
+batch holds are encoded (and let go) whenever they reach ``XMR_INDEX_BATCH_PIXELS``, so a batch of
+huge images never holds more than that. A store or database that does not answer raises
 :class:`TransientError` (or the driver's own error, see :data:`TRANSIENT_ERRORS`) so the caller
 retries the whole batch later.
 """
@@ -19,7 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from search_backend.data.images import ImageError, check_image_file, decode_image_bytes
+from search_backend.data.text import text_problem
 from search_backend.jobs.db import session_scope
 from search_backend.jobs.models import Item, Job, utcnow
 from search_backend.jobs.submit import vector_id
@@ -80,17 +88,20 @@ class _Work:
     lang: str | None = None
     image: Image.Image | None = None
     error: str | None = None
+    vector: Any = None
 
 
-def _read_image(work: _Work) -> None:
+def _read_image(work: _Work, max_bytes: int, reduce_to: int) -> None:
     """Read and decode ``work``'s image; record the checksum of the bytes actually read."""
     if work.path is None:
         work.error = "no image path"
         return
     try:
-        check_image_file(work.path)  # missing, a directory, not a regular file, empty
+        size = check_image_file(work.path)  # missing, a directory, not a regular file, empty
+        if size > max_bytes:
+            raise ImageError(work.path, f"file too large: {size} bytes (limit {max_bytes})")
         data = Path(work.path).read_bytes()
-        work.image = decode_image_bytes(data, item=work.path)
+        work.image = decode_image_bytes(data, item=work.path, reduce_to=reduce_to)
     except ImageError as e:
         work.error = e.reason
         return
@@ -126,14 +137,16 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
         finish_job(engine, job_id)
         return BatchResult(job_id, batch, 0, 0, skipped=True)
 
+    from search_backend.model.inputs import image_side, truncate_texts
+
     model = cached_model(model_path)
     images = [w for w in work if w.kind == "image"]
     captions = [w for w in work if w.kind == "caption"]
-    for w in images:
-        _read_image(w)
+    _encode_images(model, images, settings, image_side(model))
     for w in captions:
-        if not (w.caption or "").strip():
-            w.error = "empty caption"
+        _clean, reason = text_problem(w.caption, settings.max_text_chars)
+        if reason is not None:
+            w.error = "empty caption" if reason.startswith("empty") else f"caption: {reason}"
     good_images = [w for w in images if w.error is None]
     good_captions = [w for w in captions if w.error is None]
 
@@ -141,13 +154,10 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
     metadata: list[dict[str, Any]] = []
     vectors = []
     if good_images:
-        vectors.append(
-            model.encode_images([w.image for w in good_images if w.image], settings.encode_batch_size)
-        )
+        vectors.append(np.stack([w.vector for w in good_images]))
     if good_captions:
-        vectors.append(
-            model.encode_texts([w.caption or "" for w in good_captions], settings.encode_batch_size)
-        )
+        texts = truncate_texts(model, [w.caption or "" for w in good_captions])
+        vectors.append(model.encode_texts(texts, settings.encode_batch_size))
     for w in good_images + good_captions:
         ids.append(vector_id(w.kind, w.checksum or ""))
         meta: dict[str, Any] = {"kind": w.kind, "key": w.key, "job": job_id}
@@ -158,12 +168,7 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
         if w.lang is not None:
             meta["lang"] = w.lang
         metadata.append(meta)
-    for w in images:
-        if w.image is not None:
-            w.image.close()
     if ids:
-        import numpy as np
-
         # Equal content inside one batch (only possible after a retry) gets one vector.
         unique = dict(zip(ids, range(len(ids)), strict=True))
         keep = sorted(unique.values())
@@ -187,8 +192,68 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
                 update(Item),
                 [{"id": w.item_id, "status": "failed", "error": w.error, "updated_at": now} for w in failed],
             )
+    for other in _fail_orphaned_duplicates(engine, job_id, failed):
+        finish_job(engine, other, recount=True)
     finish_job(engine, job_id)
     return BatchResult(job_id, batch, len(done), len(failed))
+
+
+def _encode_images(model: Any, images: list[_Work], settings: Settings, reduce_to: int) -> None:
+    """Decode (reduced) and encode ``images``, holding at most ``index_batch_pixels`` decoded at once."""
+    held: list[_Work] = []
+    pixels = 0
+
+    def flush() -> None:
+        nonlocal pixels
+        if held:
+            vectors = model.encode_images([w.image for w in held], settings.encode_batch_size)
+            for w, v in zip(held, vectors, strict=True):
+                w.vector = v
+                if w.image is not None:
+                    w.image.close()
+                w.image = None
+        held.clear()
+        pixels = 0
+
+    for w in images:
+        _read_image(w, settings.max_image_bytes, reduce_to)
+        if w.image is not None:
+            held.append(w)
+            pixels += w.image.width * w.image.height
+            if pixels >= settings.index_batch_pixels:
+                flush()
+    flush()
+
+
+def _fail_orphaned_duplicates(engine: Engine, job_id: int, failed: list[_Work]) -> set[int]:
+    """Items marked ``duplicate`` of content that has now failed, with no other copy pending or done,
+    fail too (they were never stored). Returns the ids of the other jobs whose items changed."""
+    from sqlalchemy import select
+
+    with_content = [w for w in failed if w.checksum]
+    if not with_content:
+        return set()
+    changed: set[int] = set()
+    with session_scope(engine) as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            return set()
+        for w in with_content:
+            same = s.scalars(
+                select(Item).where(
+                    Item.collection_id == job.collection_id, Item.kind == w.kind, Item.checksum == w.checksum
+                )
+            ).all()
+            if any(i.status in ("pending", "done") for i in same):
+                continue  # another copy is (or will be) stored: the duplicates stand
+            for item in same:
+                if item.status == "duplicate":
+                    item.status = "failed"
+                    item.error = f"same content as {w.key} (job {job_id}), which failed: {w.error}"
+                    item.updated_at = utcnow()
+                    if item.job_id != job_id:
+                        changed.add(item.job_id)
+    return changed
 
 
 def fail_batch(engine: Engine, job_id: int, batch: int, reason: str) -> None:
@@ -204,15 +269,18 @@ def fail_batch(engine: Engine, job_id: int, batch: int, reason: str) -> None:
     finish_job(engine, job_id)
 
 
-def finish_job(engine: Engine, job_id: int) -> str | None:
-    """Set the job's final status once no item is pending; return the status it has now."""
+def finish_job(engine: Engine, job_id: int, *, recount: bool = False) -> str | None:
+    """Set the job's final status once no item is pending; return the status it has now.
+
+    ``recount``: also for a job that had finished (an item of it changed afterwards)."""
     from sqlalchemy import func, select
 
     with session_scope(engine) as s:
         job = s.get(Job, job_id)
         if job is None:
             return None
-        if job.status in ("cancelled", "done", "done_with_errors", "failed"):
+        finished = ("done", "done_with_errors", "failed")
+        if job.status == "cancelled" or (job.status in finished and not recount):
             return job.status
         counts: dict[str, int] = {
             str(status): int(n)
@@ -225,5 +293,5 @@ def finish_job(engine: Engine, job_id: int) -> str | None:
         ok = counts.get("done", 0) + counts.get("duplicate", 0)
         bad = counts.get("failed", 0)
         job.status = "done" if bad == 0 else ("failed" if ok == 0 else "done_with_errors")
-        job.finished_at = utcnow()
+        job.finished_at = job.finished_at if recount and job.finished_at else utcnow()
         return job.status

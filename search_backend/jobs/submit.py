@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from search_backend.data.images import ImageError, check_image_file
+from search_backend.data.images import MAX_IMAGE_BYTES, ImageError, check_image_file
 from search_backend.jobs.collections import get_collection
 from search_backend.jobs.db import session_scope
 from search_backend.jobs.models import Item, Job, utcnow
@@ -56,10 +56,12 @@ def vector_id(kind: str, checksum: str) -> str:
     return f"{'img' if kind == 'image' else 'cap'}-{checksum[:40]}"
 
 
-def _image_checksum(path: Path) -> tuple[str | None, str | None]:
-    """(checksum, None) or (None, reason)."""
+def _image_checksum(path: Path, max_bytes: int) -> tuple[str | None, str | None]:
+    """(checksum, None) or (None, reason); files over ``max_bytes`` are not read."""
     try:
-        check_image_file(path)
+        size = check_image_file(path)
+        if size > max_bytes:
+            return None, f"file too large: {size} bytes (limit {max_bytes})"
         return file_checksum(path), None
     except ImageError as e:
         return None, e.reason
@@ -91,7 +93,13 @@ def _known_checksums(session: Session, collection_id: int, kind: str, checksums:
 
 
 def submit_job(
-    engine: Engine, collection: str, manifest: ManifestResult, source: str, *, batch_size: int
+    engine: Engine,
+    collection: str,
+    manifest: ManifestResult,
+    source: str,
+    *,
+    batch_size: int,
+    max_image_bytes: int = MAX_IMAGE_BYTES,
 ) -> SubmittedJob:
     """Record a job for ``manifest``'s items in ``collection``; nothing is encoded yet."""
     if batch_size < 1:
@@ -101,7 +109,7 @@ def submit_job(
     captions_of: dict[str, int] = {}
     for record in manifest.records:
         if record.image is not None and record.image_id not in images_seen:
-            checksum, reason = _image_checksum(record.image)
+            checksum, reason = _image_checksum(record.image, max_image_bytes)
             item = Item(
                 item_key=record.image_id,
                 kind="image",

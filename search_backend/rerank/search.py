@@ -8,11 +8,13 @@ cross-encoder, ``None`` when reranking was off or the hit's image could not be r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search_backend.data.images import ImageError, load_image
+from search_backend.data.text import clean_text
 from search_backend.jobs.collections import get_collection
 from search_backend.jobs.db import session_scope
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
     from search_backend.config import Settings
     from search_backend.stores.base import Match, VectorStore
 
-__all__ = ["MAX_K", "SearchHit", "SearchResult", "read_query_image", "search"]
+__all__ = ["MAX_K", "SearchHit", "SearchResult", "read_query_image", "score_in_chunks", "search"]
 
 MAX_K = 1000
 """Largest k / k_retrieve a search accepts."""
@@ -83,15 +85,38 @@ def _check_k(k: int, k_retrieve: int) -> None:
         raise ValueError(f"k_retrieve must be between 1 and {MAX_K}, got {k_retrieve}")
 
 
-def _hit_images(matches: list[Match]) -> list[Image.Image | None]:
+def _hit_images(
+    matches: list[Match], settings: Settings, reduce_to: int, check: Callable[[], None]
+) -> list[Image.Image | None]:
     out: list[Image.Image | None] = []
     for m in matches:
+        check()
         source = m.metadata.get("source")
         try:
-            out.append(load_image(Path(source)) if source else None)
+            image = (
+                load_image(Path(source), reduce_to=reduce_to, max_bytes=settings.max_image_bytes)
+                if source
+                else None
+            )
+            out.append(image)
         except ImageError:
             out.append(None)  # moved or deleted since indexing: keep the k-NN score
     return out
+
+
+def score_in_chunks(
+    model: Any, texts: list[str], images: list[Any], batch_size: int, check: Callable[[], None]
+) -> list[float]:
+    """``model.score`` one batch at a time, calling ``check()`` before each (deadline, client gone)."""
+    out: list[float] = []
+    for s in range(0, len(texts), batch_size):
+        check()
+        out.extend(float(x) for x in model.score(texts[s : s + batch_size], images[s : s + batch_size]))
+    return out
+
+
+def _no_check() -> None:
+    return None
 
 
 def read_query_image(path: str | Path, settings: Settings) -> Image.Image:
@@ -118,14 +143,23 @@ def search(
     k_retrieve: int = 50,
     rerank: bool = True,
     filter: Mapping[str, Any] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> SearchResult:
-    """Two-stage search of ``collection`` with exactly one of ``text`` or ``image``."""
+    """Two-stage search of ``collection`` with exactly one of ``text`` or ``image``.
+
+    The text is normalised and checked (:func:`~search_backend.data.text.clean_text`, a
+    ``TextError`` naming ``text``) and cut once to what the model reads; hit images are decoded
+    reduced to the model's input size. ``check()`` is called between steps (the service's
+    deadline and client-gone test) and may raise to stop the work.
+    """
+    from search_backend.model.inputs import image_side, truncate_texts
     from search_backend.model.loading import cached_model
 
+    check = check or _no_check
     if (text is None) == (image is None):
         raise ValueError("give exactly one query: a text or an image")
-    if text is not None and not text.strip():
-        raise ValueError("empty text query")
+    if text is not None:
+        text = clean_text(text, "text", max_chars=settings.max_text_chars)
     _check_k(k, k_retrieve)
     with session_scope(engine) as s:
         model_path = get_collection(s, collection).model
@@ -134,29 +168,31 @@ def search(
 
     t0 = time.perf_counter()
     if text is not None:
+        (text,) = truncate_texts(model, [text])
         query = model.encode_texts([text], settings.encode_batch_size)[0]
     else:
         assert image is not None
         query = model.encode_images([image], settings.encode_batch_size)[0]
     t1 = time.perf_counter()
+    check()
     matches = store.knn(collection, query, max(k, k_retrieve) if rerank else k, wanted)
     t2 = time.perf_counter()
 
     ce: list[float | None] = [None] * len(matches)
     if rerank and matches:
         if text is not None:
-            images = _hit_images(matches)
+            images = _hit_images(matches, settings, image_side(model), check)
             idx = [i for i, im in enumerate(images) if im is not None]
             texts = [text] * len(idx)
             pairs_images = [images[i] for i in idx]
         else:
             idx = [i for i, m in enumerate(matches) if m.metadata.get("caption")]
-            texts = [str(matches[i].metadata["caption"]) for i in idx]
+            texts = truncate_texts(model, [str(matches[i].metadata["caption"]) for i in idx])
             pairs_images = [image] * len(idx)
         if idx:
-            scores = model.score(texts, pairs_images)  # type: ignore[arg-type]
+            scores = score_in_chunks(model, texts, pairs_images, settings.score_batch_size, check)
             for i, sc in zip(idx, scores, strict=True):
-                ce[i] = float(sc)
+                ce[i] = sc
     t3 = time.perf_counter()
 
     hits = [

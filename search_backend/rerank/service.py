@@ -3,303 +3,355 @@
 * ``POST /search``: a text or base64 image query against a collection: k-NN, then (by default)
   cross-encoder reranking; the hits carry both scores.
 * ``POST /rerank``: a query plus candidate hits (from any k-NN, e.g. an OpenSearch search
-  pipeline) -> the hits reordered by cross-encoder score, the original score and rank kept. All
-  hits of a request are scored in one batched model call.
+  pipeline) -> the hits reordered by cross-encoder score, the original score and rank kept. A
+  text query's hits name their image by indexed id (with ``collection``) or carry it inline; a
+  ``source`` path is honoured only inside ``XMR_IMAGE_ROOTS`` (see
+  :mod:`search_backend.rerank.references`).
 * ``GET /health`` (never needs the API key), ``GET /metrics`` (Prometheus text format: requests by
-  endpoint and status, latency of each stage), ``GET /openapi.json`` and ``/docs``.
+  route template and status, latency of each stage), ``GET /openapi.json`` and ``/docs`` (Swagger
+  UI served from the service itself, no CDN).
 
-When ``XMR_API_KEY`` is set, requests must send it as ``X-API-Key`` or ``Authorization: Bearer``.
-Bodies over ``XMR_MAX_REQUEST_BYTES`` get 413, bad base64 400, undecodable images 422 naming the
-item, unknown collections 404.
+Every error answers ``{"detail": "<what>: <why>"}``: 400 bad base64, 401 no key, 404 unknown
+collection, 408 body too slow, 413 body / image / pixel budget / hit count over the limit, 422
+invalid input naming the field or item, 503 store down or deadline passed. Limits live in
+:mod:`search_backend.rerank.limits`, metrics in :mod:`search_backend.rerank.metrics`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import time
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from starlette.requests import Request  # (endpoint annotations must resolve at module level)
 
-from search_backend.data.images import ImageError, decode_image_bytes, load_image
-from search_backend.rerank.search import MAX_K
+from search_backend.data.text import TextError, clean_text
+from search_backend.rerank.limits import ApiKeyGate, BodyLimit, Deadline, HeavyLane, RequestError, run_bounded
+from search_backend.rerank.metrics import Metrics, MetricsMiddleware
+from search_backend.rerank.schemas import (
+    Health,
+    Query,
+    RerankAnswer,
+    RerankHit,
+    RerankRequest,
+    SearchAnswer,
+    SearchRequest,
+    error_responses,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
-    from PIL import Image
 
     from search_backend.config import Settings
     from search_backend.stores.base import VectorStore
 
 __all__ = ["Query", "RerankHit", "RerankRequest", "SearchRequest", "create_app"]
 
-
-class SearchRequest(BaseModel):
-    collection: str
-    text: str | None = Field(None, description="Text query: searches the collection's images.")
-    image_base64: str | None = Field(None, description="Base64 image query: searches the captions.")
-    k: int = Field(10, ge=1, le=MAX_K)
-    k_retrieve: int = Field(50, ge=1, le=MAX_K)
-    rerank: bool = True
-    filter: dict[str, Any] | None = Field(None, description="Equality filter on hit metadata.")
+_TITLE = "xmodal-search rerank service"
+_HEAVY_HITS = 64
+"""Requests with more hits than this (or client-sent images) go through the heavy lane."""
 
 
-class Query(BaseModel):
-    text: str | None = None
-    image_base64: str | None = None
+def _validation_message(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:5]:
+        where = ""
+        for x in err.get("loc", ()):
+            if x == "body":
+                continue
+            where += f"[{x}]" if isinstance(x, int) else f".{x}" if where else str(x)
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "string_unicode":  # e.g. a lone UTF-16 surrogate escaped in the JSON
+            msg = "invalid code point (a lone UTF-16 surrogate: not valid Unicode text)"
+        parts.append(f"{where or 'body'}: {msg}")
+    more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "; ".join(parts) + more
 
 
-class RerankHit(BaseModel):
-    id: str
-    score: float | None = Field(None, description="The first-stage (k-NN) score, kept as original_score.")
-    caption: str | None = Field(None, description="Caption of the hit (needed for image queries).")
-    source: str | None = Field(None, description="Image path readable by the service (text queries).")
-    image_base64: str | None = Field(None, description="The hit's image (text queries), instead of source.")
-
-
-class RerankRequest(BaseModel):
-    query: Query
-    hits: list[RerankHit]
-    top_k: int | None = Field(None, ge=1, description="Return only the best top_k (default: all).")
-    collection: str | None = Field(
-        None, description="Score with this collection's model (default: XMR_MODEL)."
-    )
-
-
-class _BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def _decode_b64_image(data: str, item: str, max_bytes: int) -> Image.Image:
-    if len(data) > max_bytes * 4 // 3 + 4:
-        raise _BadRequest(413, f"{item}: image larger than {max_bytes} bytes")
-    try:
-        raw = base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise _BadRequest(400, f"{item}: invalid base64") from None
-    try:
-        return decode_image_bytes(raw, item=item)
-    except ImageError as e:
-        raise _BadRequest(422, str(e)) from None
-
-
-def _query_of(
-    text: str | None, image_b64: str | None, where: str, settings: Settings
-) -> tuple[str | None, Any]:
+def _query_text(text: str | None, image_b64: str | None, where: str, settings: Settings) -> str | None:
     if (text is None) == (image_b64 is None):
-        raise _BadRequest(422, f"{where}: give exactly one of text or image_base64")
-    if text is not None:
-        if not text.strip():
-            raise _BadRequest(422, f"{where}.text: empty text query")
-        return text, None
-    assert image_b64 is not None
-    return None, _decode_b64_image(image_b64, f"{where}.image_base64", settings.max_query_bytes)
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "xmr_requests", "HTTP requests", ["endpoint", "status"], registry=self.registry
-        )
-        self.stage = Histogram(
-            "xmr_stage_seconds",
-            "Wall time of each stage (encode, knn, rerank, total)",
-            ["endpoint", "stage"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-
-    def observe(self, endpoint: str, timings_ms: dict[str, float]) -> None:
-        for stage, ms in timings_ms.items():
-            self.stage.labels(endpoint, stage).observe(ms / 1e3)
+        raise RequestError(422, f"{where}: give exactly one of text or image_base64")
+    if text is None:
+        return None
+    try:
+        return clean_text(text, f"{where}.text", max_chars=settings.max_text_chars)
+    except TextError as e:
+        raise RequestError(422, str(e)) from None
 
 
 def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     """The ASGI app; the job database and the store are opened once, models load on first use."""
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
-    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.security import APIKeyHeader, HTTPBearer
 
+    from search_backend.data.images import set_decode_gate
     from search_backend.jobs.db import ready_engine
     from search_backend.runtime import configure_torch
     from search_backend.stores.base import StoreError, StoreUnavailableError, UnknownCollectionError
     from search_backend.stores.factory import open_store
 
     configure_torch(settings)
+    set_decode_gate(settings.decode_pixels)
     engine = ready_engine(settings)
-    store = store or open_store(settings)
-    metrics = _Metrics()
+    the_store: VectorStore = store or open_store(settings)
+    metrics = Metrics()
+    import os
+
+    lane = HeavyLane(settings.heavy_requests)
+    # All model work: as many at once as there are cores (more only adds memory and waiting).
+    work_lane = HeavyLane(settings.model_requests or os.cpu_count() or 2)
+
+    def bounded(heavy: bool, deadline: Deadline, work: Any) -> Any:
+        if heavy:
+            return lane.run(deadline, lambda: work_lane.run(deadline, work))
+        return work_lane.run(deadline, work)
+
     app = FastAPI(
-        title="xmodal-search rerank service",
-        version="0.1.0",
-        description="Cross-modal search and cross-encoder reranking (retrieve fast, rerank smart).",
+        title=_TITLE,
+        version="0.2.0",
+        description="Cross-modal search and cross-encoder reranking (retrieve fast, rerank smart). "
+        'Every error answers {"detail": "<field or item>: <reason>"}.',
+        docs_url=None,
+        redoc_url=None,
     )
+    # Documented security (enforced by ApiKeyGate below, only when XMR_API_KEY is set).
+    secured: list[Any] = []
+    if settings.api_key:
+        from fastapi import Depends
 
-    class BodyLimit:
-        """413 for bodies over the limit, declared (Content-Length) or streamed."""
+        secured = [
+            Depends(APIKeyHeader(name="X-API-Key", auto_error=False)),
+            Depends(HTTPBearer(auto_error=False)),
+        ]
+    auth_errors = (401,) if settings.api_key else ()
 
-        def __init__(self, inner: ASGIApp) -> None:
-            self.inner = inner
+    # Outermost first: metrics see every answer; the key is checked before any body is read.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout=settings.request_timeout)
+    app.add_middleware(ApiKeyGate, api_key=settings.api_key)
+    app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
 
-        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "http":
-                await self.inner(scope, receive, send)
-                return
-            limit = settings.max_request_bytes
-            headers = dict(scope.get("headers") or [])
-            declared = headers.get(b"content-length")
-            too_big = JSONResponse({"detail": f"request body larger than {limit} bytes"}, status_code=413)
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                await too_big(scope, receive, send)
-                return
-            seen = 0
+    def detail(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"detail": message}, status_code=status)
 
-            async def limited() -> Message:
-                nonlocal seen
-                message = await receive()
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _BadRequest(413, f"request body larger than {limit} bytes")
-                return message
+    @app.exception_handler(RequestError)
+    async def request_error(_r: Request, exc: RequestError) -> JSONResponse:
+        return detail(exc.status, exc.message)
 
-            await self.inner(scope, limited, send)
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        return detail(422, _validation_message(list(exc.errors())))
 
-    app.add_middleware(BodyLimit)
-
-    @app.middleware("http")
-    async def auth_and_count(request: Request, call_next: Any) -> Any:
-        endpoint = request.url.path
-        if settings.api_key and endpoint != "/health":
-            given = request.headers.get("x-api-key") or ""
-            bearer = request.headers.get("authorization") or ""
-            if bearer.lower().startswith("bearer "):
-                given = given or bearer[7:]
-            if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-                metrics.requests.labels(endpoint, "401").inc()
-                return JSONResponse({"detail": "missing or wrong API key"}, status_code=401)
-        try:
-            response = await call_next(request)
-        except _BadRequest as e:  # raised while the body was streamed in
-            response = JSONResponse({"detail": e.message}, status_code=e.status)
-        metrics.requests.labels(endpoint, str(response.status_code)).inc()
-        return response
-
-    @app.exception_handler(_BadRequest)
-    async def bad_request(_request: Request, exc: _BadRequest) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    @app.exception_handler(TextError)
+    async def bad_text(_r: Request, exc: TextError) -> JSONResponse:
+        return detail(422, str(exc))
 
     @app.exception_handler(UnknownCollectionError)
-    async def unknown_collection(_request: Request, exc: UnknownCollectionError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+    async def unknown_collection(_r: Request, exc: UnknownCollectionError) -> JSONResponse:
+        return detail(404, str(exc))
 
     @app.exception_handler(StoreUnavailableError)
-    async def store_down(_request: Request, exc: StoreUnavailableError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+    async def store_down(_r: Request, exc: StoreUnavailableError) -> JSONResponse:
+        return detail(503, str(exc))
 
     @app.exception_handler(StoreError)
-    async def store_error(_request: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def store_error(_r: Request, exc: StoreError) -> JSONResponse:
+        return detail(422, str(exc))
 
     @app.exception_handler(ValueError)
-    async def value_error(_request: Request, exc: ValueError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+    async def value_error(_r: Request, exc: ValueError) -> JSONResponse:
+        return detail(422, str(exc))
 
-    @app.get("/health")
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return detail(exc.status_code, str(exc.detail))
+
+    @app.get("/health", response_model=Health)
     def health() -> dict[str, Any]:
         return {"status": "ok", "store": settings.store}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    def prometheus() -> Any:  # (annotations here must resolve at module level)
-        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        dependencies=secured,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **error_responses(*auth_errors),
+        },
+    )
+    def prometheus() -> Any:
+        from prometheus_client import CONTENT_TYPE_LATEST
 
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/search")
-    def search_endpoint(req: SearchRequest) -> dict[str, Any]:
+    _install_docs(app, secured, auth_errors, get_swagger_ui_html, HTMLResponse)
+
+    @app.post(
+        "/search",
+        response_model=SearchAnswer,
+        dependencies=secured,
+        responses=error_responses(400, *auth_errors, 404, 408, 413, 422, 503),
+    )
+    async def search_endpoint(req: SearchRequest, request: Request) -> dict[str, Any]:
+        from search_backend.model.inputs import image_side
+        from search_backend.rerank.references import ImageReader
         from search_backend.rerank.search import search
 
-        text, image = _query_of(req.text, req.image_base64, "query", settings)
-        result = search(
-            settings,
-            engine,
-            store,
-            req.collection,
-            text=text,
-            image=image,
-            k=req.k,
-            k_retrieve=req.k_retrieve,
-            rerank=req.rerank,
-            filter=req.filter,
-        )
-        metrics.observe("/search", result.timings_ms)
-        return result.to_json()
+        deadline = Deadline(settings.request_timeout)
+        text = _query_text(req.text, req.image_base64, "query", settings)
 
-    @app.post("/rerank")
-    def rerank_endpoint(req: RerankRequest) -> dict[str, Any]:
-        from search_backend.jobs.collections import get_collection
-        from search_backend.jobs.db import session_scope
-        from search_backend.model.loading import cached_model, resolve_model_path
+        def work() -> dict[str, Any]:
+            from search_backend.jobs.collections import get_collection
+            from search_backend.jobs.db import session_scope
 
-        if len(req.hits) > settings.max_rerank_hits:
-            raise _BadRequest(413, f"{len(req.hits)} hits; at most {settings.max_rerank_hits} per request")
-        text, image = _query_of(req.query.text, req.query.image_base64, "query", settings)
-        if req.collection:
             with session_scope(engine) as s:
                 model_path = get_collection(s, req.collection).model
-        else:
-            model_path = str(resolve_model_path(settings.model, settings))
-        t0 = time.perf_counter()
-        if text is not None:  # text query: each hit needs its image
-            images = []
-            for n, hit in enumerate(req.hits):
-                where = f"hits[{n}] (id {hit.id!r})"
-                if hit.image_base64 is not None:
-                    images.append(_decode_b64_image(hit.image_base64, where, settings.max_query_bytes))
-                elif hit.source:
-                    try:
-                        images.append(load_image(hit.source))
-                    except ImageError as e:
-                        raise _BadRequest(422, f"{where}: {e.reason}") from None
-                else:
-                    raise _BadRequest(422, f"{where}: a text query needs each hit's source or image_base64")
-            texts = [text] * len(req.hits)
-        else:  # image query: each hit needs its caption
-            texts = []
-            for n, hit in enumerate(req.hits):
-                if not (hit.caption or "").strip():
-                    raise _BadRequest(
-                        422, f"hits[{n}] (id {hit.id!r}): an image query needs each hit's caption"
-                    )
-                texts.append(str(hit.caption))
-            images = [image] * len(req.hits)
-        t1 = time.perf_counter()
-        model = cached_model(model_path)
-        scores: Any = model.score(texts, images) if req.hits else []
-        t2 = time.perf_counter()
-        order = sorted(range(len(req.hits)), key=lambda i: (-float(scores[i]), i))
-        if req.top_k is not None:
-            order = order[: req.top_k]
-        timings = {"decode": (t1 - t0) * 1e3, "rerank": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
-        metrics.observe("/rerank", timings)
-        return {
-            "hits": [
-                {
-                    "id": req.hits[i].id,
-                    "score": float(scores[i]),
-                    "original_score": req.hits[i].score,
-                    "original_rank": i + 1,
-                }
-                for i in order
-            ],
-            "timings_ms": {k: round(v, 3) for k, v in timings.items()},
-        }
+            model = _loaded(model_path, deadline)
+            image = None
+            if req.image_base64 is not None:
+                reader = ImageReader(settings, image_side(model), deadline)
+                image = reader.inline(req.image_base64, "query.image_base64", settings.max_query_bytes)
+            result = search(
+                settings,
+                engine,
+                the_store,
+                req.collection,
+                text=text,
+                image=image,
+                k=req.k,
+                k_retrieve=req.k_retrieve,
+                rerank=req.rerank,
+                filter=req.filter,
+                check=deadline.check,
+            )
+            metrics.observe("/search", result.timings_ms)
+            return result.to_json()
+
+        heavy = req.image_base64 is not None or max(req.k, req.k_retrieve) > _HEAVY_HITS
+        return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
+
+    @app.post(
+        "/rerank",
+        response_model=RerankAnswer,
+        dependencies=secured,
+        responses=error_responses(400, *auth_errors, 404, 408, 413, 422, 503),
+    )
+    async def rerank_endpoint(req: RerankRequest, request: Request) -> dict[str, Any]:
+        deadline = Deadline(settings.request_timeout)
+        if len(req.hits) > settings.max_rerank_hits:
+            raise RequestError(413, f"{len(req.hits)} hits; at most {settings.max_rerank_hits} per request")
+        text = _query_text(req.query.text, req.query.image_base64, "query", settings)
+        heavy = len(req.hits) > _HEAVY_HITS or any(h.image_base64 or h.source for h in req.hits)
+        _refuse_sources(req.hits, settings)  # before any waiting: a refusal costs nothing
+
+        def work() -> dict[str, Any]:
+            return _rerank(settings, engine, the_store, req, text, deadline, metrics)
+
+        return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
 
     return app
+
+
+def _rerank(
+    settings: Settings,
+    engine: Any,
+    store: VectorStore,
+    req: RerankRequest,
+    text: str | None,
+    deadline: Deadline,
+    metrics: Metrics,
+) -> dict[str, Any]:
+    from search_backend.jobs.collections import get_collection
+    from search_backend.jobs.db import session_scope
+    from search_backend.model.inputs import image_side, truncate_texts
+    from search_backend.model.loading import resolve_model_path
+    from search_backend.rerank.references import ImageReader, hit_captions
+    from search_backend.rerank.search import score_in_chunks
+
+    if req.collection:
+        with session_scope(engine) as s:
+            model_path = get_collection(s, req.collection).model
+    else:
+        model_path = str(resolve_model_path(settings.model, settings))
+    model = _loaded(model_path, deadline)
+    reader = ImageReader(settings, image_side(model), deadline)
+    t0 = time.perf_counter()
+    images: list[Any]
+    if text is not None:  # text query: each hit needs its image
+        images = reader.hit_images(req.hits, req.collection, store)
+        texts = truncate_texts(model, [text]) * len(req.hits)
+    else:  # image query: each hit needs its caption
+        assert req.query.image_base64 is not None
+        query_image = reader.inline(req.query.image_base64, "query.image_base64", settings.max_query_bytes)
+        captions = []
+        for where, caption in hit_captions(req.hits, req.collection, store):
+            if caption is None:
+                raise RequestError(422, f"{where}: an image query needs each hit's caption")
+            try:
+                captions.append(clean_text(caption, where, max_chars=settings.max_text_chars))
+            except TextError as e:
+                raise RequestError(422, str(e)) from None
+        texts = truncate_texts(model, captions)
+        images = [query_image] * len(req.hits)
+    t1 = time.perf_counter()
+    scores = score_in_chunks(model, texts, images, settings.score_batch_size, deadline.check)
+    t2 = time.perf_counter()
+    order = sorted(range(len(req.hits)), key=lambda i: (-scores[i], i))
+    if req.top_k is not None:
+        order = order[: req.top_k]
+    timings = {"decode": (t1 - t0) * 1e3, "rerank": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
+    metrics.observe("/rerank", timings)
+    return {
+        "hits": [
+            {
+                "id": req.hits[i].id,
+                "score": scores[i],
+                "original_score": req.hits[i].score,
+                "original_rank": i + 1,
+            }
+            for i in order
+        ],
+        "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+    }
+
+
+def _refuse_sources(hits: list[RerankHit], settings: Settings) -> None:
+    from search_backend.rerank.references import REFUSED, resolve_source
+
+    roots = settings.image_root_paths
+    for n, hit in enumerate(hits):
+        if hit.image_base64 is None and hit.source is not None and resolve_source(hit.source, roots) is None:
+            raise RequestError(422, f"hits[{n}] (id {hit.id!r}): {REFUSED}")
+
+
+def _loaded(model_path: str, deadline: Deadline) -> Any:
+    """The model (cached per process); loading it on first use does not count against the deadline."""
+    from search_backend.model.loading import cached_model
+
+    t0 = time.perf_counter()
+    model = cached_model(model_path)
+    deadline.pause(time.perf_counter() - t0)
+    return model
+
+
+def _install_docs(
+    app: Any, secured: list[Any], auth_errors: tuple[int, ...], swagger_html: Any, html: Any
+) -> None:
+    """``/docs``: Swagger UI from the ``swagger-ui-bundle`` package's files, served here (no CDN)."""
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="swagger-static")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> Any:
+        return swagger_html(
+            openapi_url="/openapi.json",
+            title=f"{_TITLE} - docs",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )

@@ -138,6 +138,10 @@ class VectorStore(Protocol):
 
     def count(self, name: str, filter: Mapping[str, Any] | None = None) -> int: ...
 
+    def get(self, name: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """The metadata stored with each id, in order (``None`` for an id that is not there)."""
+        ...
+
     def knn(
         self, name: str, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
     ) -> list[Match]: ...

@@ -74,7 +74,11 @@ class OpenSearchStore:
 
         if space_type not in ("innerproduct", "cosinesimil", "l2"):
             raise StoreError(f"space type must be innerproduct, cosinesimil or l2, not {space_type!r}")
-        kwargs: dict[str, Any] = {"hosts": [url], "timeout": timeout, "max_retries": 0}
+        hosts = [u.strip() for u in url.split(",") if u.strip()]
+        if not hosts:
+            raise StoreError("no OpenSearch URL (XMR_OPENSEARCH_URL)")
+        # Several nodes (comma-separated URLs): a node that does not answer is skipped for the next.
+        kwargs: dict[str, Any] = {"hosts": hosts, "timeout": timeout, "max_retries": len(hosts) - 1}
         if user:
             kwargs["http_auth"] = (user, password)
         if url.startswith("https://"):
@@ -118,10 +122,14 @@ class OpenSearchStore:
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a client call; connection trouble and overload become StoreUnavailableError (retried)."""
         from opensearchpy.exceptions import ConnectionError as OSConnectionError
-        from opensearchpy.exceptions import NotFoundError, TransportError
+        from opensearchpy.exceptions import NotFoundError, SSLError, TransportError
 
         try:
             return fn(*args, **kwargs)
+        except SSLError as e:  # a configuration problem (CA, certificate), not an outage
+            raise StoreError(
+                f"TLS with OpenSearch at {self.url} failed during {what} (check XMR_OPENSEARCH_CA_CERTS): {e}"
+            ) from e
         except OSConnectionError as e:  # includes ConnectionTimeout
             raise StoreUnavailableError(f"OpenSearch at {self.url} unreachable during {what}: {e}") from e
         except NotFoundError:
@@ -305,6 +313,28 @@ class OpenSearchStore:
                 clauses.append({"term": {field: want}})
         return {"bool": {"filter": clauses}}
 
+    def _search_all_shards(self, name: str, body: dict[str, Any]) -> Any:
+        """A search answered by every shard. A node that dies mid-query can leave shards without an
+        answer: the search is run again (its copies on other nodes answer), and after three tries
+        the store is unavailable (retried by callers) rather than a partial result passed as whole."""
+        import time
+
+        from opensearchpy.exceptions import NotFoundError
+
+        for attempt in range(3):
+            try:
+                res = self._call("k-NN search", self.client.search, index=self._alias(name), body=body)
+            except NotFoundError:
+                raise UnknownCollectionError(name) from None
+            failed = _failed_shards(res)
+            if not failed:
+                return res
+            time.sleep(0.2 * (attempt + 1))
+        total = int((res.get("_shards") or {}).get("total", 0) or 0)
+        raise StoreUnavailableError(
+            f"OpenSearch answered from {total - failed} of {total} shards of {name!r}"
+        )
+
     def count(self, name: str, filter: Mapping[str, Any] | None = None) -> int:
         from opensearchpy.exceptions import NotFoundError
 
@@ -315,10 +345,39 @@ class OpenSearchStore:
         except NotFoundError:
             raise UnknownCollectionError(name) from None
 
+    def get(self, name: str, ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Metadata of each id (``None`` where absent), by one multi-get without the vectors."""
+        from opensearchpy.exceptions import NotFoundError
+
+        if not ids:
+            self._dim(name)  # an unknown collection is still an error
+            return []
+        body = {"ids": [str(i) for i in ids]}
+        try:
+            res = self._call(
+                "get",
+                self.client.mget,
+                index=self._alias(name),
+                body=body,
+                params={"_source_excludes": _VECTOR},
+            )
+        except NotFoundError:
+            raise UnknownCollectionError(name) from None
+        out: list[dict[str, Any] | None] = []
+        for doc in res.get("docs", []):
+            if "error" in doc:
+                if "index_not_found" in str(doc["error"]):
+                    raise UnknownCollectionError(name)
+                raise StoreUnavailableError(f"OpenSearch could not get {doc.get('_id')!r}: {doc['error']}")
+            if not doc.get("found"):
+                out.append(None)
+                continue
+            out.append({k: v for k, v in doc.get("_source", {}).items() if k not in _HIDDEN})
+        return out
+
     def knn(
         self, name: str, vector: np.ndarray, k: int, filter: Mapping[str, Any] | None = None
     ) -> list[Match]:
-        from opensearchpy.exceptions import NotFoundError
 
         if k < 1:
             raise StoreError(f"k must be >= 1, got {k}")
@@ -333,15 +392,17 @@ class OpenSearchStore:
         if query:
             knn["filter"] = query
         body = {"size": k, "_source": {"excludes": [_VECTOR]}, "query": {"knn": {_VECTOR: knn}}}
-        try:
-            res = self._call("k-NN search", self.client.search, index=self._alias(name), body=body)
-        except NotFoundError:
-            raise UnknownCollectionError(name) from None
+        res = self._search_all_shards(name, body)
         out = []
         for hit in res["hits"]["hits"]:
             meta = {k2: v for k2, v in hit.get("_source", {}).items() if k2 not in _HIDDEN}
             out.append(Match(hit["_id"], from_space_score(float(hit["_score"]), self.space_type), meta))
         return out
+
+
+def _failed_shards(res: Mapping[str, Any]) -> int:
+    shards = res.get("_shards") or {}
+    return int(shards.get("failed", 0) or 0)
 
 
 def _reason(e: Any) -> str:

@@ -28,7 +28,11 @@ def _b64(path: Path) -> str:
 @pytest.fixture()
 def setup(tmp_path: Path, tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     settings = Settings(
-        home=tmp_path / "home", model=str(tiny_model_dir), threads=1, max_request_bytes=200_000
+        home=tmp_path / "home",
+        model=str(tiny_model_dir),
+        threads=1,
+        max_request_bytes=200_000,
+        image_roots=str(tmp_path / "data" / "images"),
     )
     engine, store = ready_engine(settings), open_store(settings)
     create_collection(engine, store, settings, "c")
@@ -54,7 +58,7 @@ def test_search_and_rerank(setup) -> None:  # type: ignore[no-untyped-def]
     r = client.post("/search", json={"collection": "c", "image_base64": _b64(images[0]), "rerank": False})
     assert r.status_code == 200 and all(h["kind"] == "caption" for h in r.json()["hits"])
 
-    # /rerank, text query: hits name their images by path or carry them inline.
+    # /rerank, text query: hits name their images by path (inside XMR_IMAGE_ROOTS) or carry them inline.
     hits = [{"id": f"h{i}", "score": 1.0 - i / 10, "source": str(p)} for i, p in enumerate(images)]
     hits[1] = {"id": "h1", "score": 0.9, "image_base64": _b64(images[1])}
     r = client.post("/rerank", json={"query": {"text": "a red circle"}, "hits": hits})
@@ -99,11 +103,8 @@ def test_errors_are_clear_4xx(setup, tmp_path: Path) -> None:  # type: ignore[no
         "hits": [{"id": "a", "source": str(images[0])}, {"id": "b", "source": "/no/such.png"}],
     }
     r = client.post("/rerank", json=bad)
-    assert (
-        r.status_code == 422
-        and "hits[1] (id 'b')" in r.json()["detail"]
-        and "file not found" in r.json()["detail"]
-    )
+    assert r.status_code == 422 and "hits[1] (id 'b')" in r.json()["detail"]
+    assert "image not available" in r.json()["detail"]  # the same words for every refused source
     r = client.post("/rerank", json={"query": {"image_base64": _b64(images[0])}, "hits": [{"id": "a"}]})
     assert r.status_code == 422 and "caption" in r.json()["detail"]
 

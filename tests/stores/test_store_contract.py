@@ -85,3 +85,16 @@ def test_contract(store: VectorStore) -> None:
     assert not store.has_collection("imgs") and store.list_collections() == []
     with pytest.raises(UnknownCollectionError):
         store.drop_collection("imgs")
+
+
+def test_get_metadata_by_id(store: VectorStore) -> None:
+    """``get`` is part of the protocol: metadata by id, in order, None where absent (rerank by id)."""
+    store.create_collection("byid", 8)
+    meta = [{"kind": "image", "source": f"/p/{i}.png", "key": f"k{i}", "job": i} for i in range(5)]
+    store.upsert("byid", [f"id{i}" for i in range(5)], _unit(5, 8), meta)
+    assert store.get("byid", ["id3", "missing", "id0", "id3"]) == [meta[3], None, meta[0], meta[3]]
+    assert store.get("byid", []) == []
+    store.delete("byid", ["id3"])
+    assert store.get("byid", ["id3"]) == [None]
+    with pytest.raises(UnknownCollectionError):
+        store.get("nope", ["id0"])

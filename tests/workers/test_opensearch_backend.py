@@ -158,7 +158,7 @@ def test_workers_into_opensearch_and_three_ways_to_search(os_cluster: Cluster, t
                         "service_url": f"http://127.0.0.1:{port}",
                         "top_k": 10,
                         "timeout_ms": 20000,
-                        "fields": {"caption": "caption", "source": "source"},
+                        "index_prefix": settings.opensearch_index_prefix,
                     }
                 }
             ]

@@ -49,9 +49,15 @@ import org.opensearch.search.profile.SearchProfileShardResults;
  * is returned unchanged. The outcome is the response ext {@code xmodal_rerank} (see
  * {@link XModalRerankResponseExt}). Requests without ext.xmodal pass through (status "skipped").
  *
+ * <p>Hits are sent by id, with the {@code collection} they belong to (the processor's
+ * {@code collection} setting, else the hit's index name without {@code index_prefix} and a
+ * {@code -v<N>} suffix), so that the service reads each image from the collection it was indexed
+ * into; no file path is sent unless {@code fields} asks for one.
+ *
  * <pre>
  * {"xmodal_rerank": {"service_url": "http://127.0.0.1:8800", "top_k": 20, "timeout_ms": 2000,
- *                    "api_key": "...", "fields": {"caption": "caption", "source": "source"}}}
+ *                    "api_key": "...", "collection": "photos", "index_prefix": "xmr-",
+ *                    "fields": {"caption": "caption"}}}
  * </pre>
  */
 public final class XModalRerankProcessor extends AbstractProcessor implements SearchResponseProcessor {
@@ -68,7 +74,6 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
     static {
         Map<String, String> fields = new LinkedHashMap<>();
         fields.put("caption", "caption");
-        fields.put("source", "source");
         DEFAULT_FIELDS = Collections.unmodifiableMap(fields);
     }
 
@@ -79,6 +84,8 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
     private final int timeoutMs;
     private final String apiKey;
     private final Map<String, String> fields;
+    private final String collection;
+    private final String indexPrefix;
     private final RerankServiceClient client;
     private final Consumer<Runnable> executor;
 
@@ -91,10 +98,14 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
         int timeoutMs,
         String apiKey,
         Map<String, String> fields,
+        String collection,
+        String indexPrefix,
         RerankServiceClient client,
         Consumer<Runnable> executor
     ) {
         super(tag, description, ignoreFailure);
+        this.collection = collection;
+        this.indexPrefix = indexPrefix;
         this.rerankUri = rerankUri;
         this.topK = topK;
         this.timeoutMs = timeoutMs;
@@ -213,6 +224,10 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
                 b.field("image_base64", query.queryImageBase64());
             }
             b.endObject();
+            String target = collectionOf(hits, n);
+            if (target != null) {
+                b.field("collection", target);
+            }
             b.startArray("hits");
             for (int i = 0; i < n; i++) {
                 SearchHit hit = hits[i];
@@ -227,7 +242,7 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
                 Map<String, Object> source = hit.hasSource() ? hit.getSourceAsMap() : null;
                 if (source != null) {
                     for (Map.Entry<String, String> field : fields.entrySet()) {
-                        if ("id".equals(field.getKey()) || "score".equals(field.getKey())) {
+                        if (RESERVED.contains(field.getKey())) {
                             continue;
                         }
                         Object value = XContentMapValues.extractValue(field.getValue(), source);
@@ -242,6 +257,31 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
             b.endObject();
             return BytesReference.toBytes(BytesReference.bytes(b));
         }
+    }
+
+    private static final java.util.Set<String> RESERVED = java.util.Set.of("id", "score", "collection");
+
+    /**
+     * The collection of the hits: the configured one, else that of the first hit's index when every
+     * sent hit is in that index (alias {@code <prefix>C} over index {@code <prefix>C-v<N>}), else null.
+     */
+    String collectionOf(SearchHit[] hits, int n) {
+        if (collection != null && !collection.isEmpty()) {
+            return collection;
+        }
+        String index = null;
+        for (int i = 0; i < n; i++) {
+            String own = hits[i].getIndex();
+            if (own == null || (index != null && !index.equals(own))) {
+                return null;
+            }
+            index = own;
+        }
+        if (index == null || indexPrefix == null || !index.startsWith(indexPrefix)) {
+            return null;
+        }
+        String name = index.substring(indexPrefix.length()).replaceFirst("-v[0-9]+$", "");
+        return name.isEmpty() ? null : name;
     }
 
     /** The service's order: positions into the first n hits, and their new scores. */
@@ -455,14 +495,18 @@ public final class XModalRerankProcessor extends AbstractProcessor implements Se
                             "value of [" + e.getKey() + "] must be a _source field name (a non-empty string)"
                         );
                     }
-                    if ("id".equals(e.getKey()) || "score".equals(e.getKey())) {
+                    if (RESERVED.contains(e.getKey())) {
                         throw ConfigurationUtils.newConfigurationException(TYPE, tag, "fields", "[" + e.getKey() + "] is reserved");
                     }
                     fields.put(e.getKey(), (String) e.getValue());
                 }
                 fields = Collections.unmodifiableMap(fields);
             }
-            return new XModalRerankProcessor(tag, description, ignoreFailure, uri, topK, timeoutMs, apiKey, fields, client, executor);
+            String collection = ConfigurationUtils.readOptionalStringProperty(TYPE, tag, config, "collection");
+            String indexPrefix = ConfigurationUtils.readStringProperty(TYPE, tag, config, "index_prefix", "xmr-");
+            return new XModalRerankProcessor(
+                tag, description, ignoreFailure, uri, topK, timeoutMs, apiKey, fields, collection, indexPrefix, client, executor
+            );
         }
 
         private static URI rerankUri(String serviceUrl, String tag) {
