@@ -88,6 +88,9 @@ class Settings:
     max_request_bytes: int = 30_000_000
     """Largest request body the service reads (base64 images included)."""
     max_rerank_hits: int = 1000
+    thumbnail_size: int = 256
+    """Longest side, in pixels, of the JPEG thumbnails the search page shows (cached under
+    ``$XMR_HOME/thumbnails``)."""
 
     @property
     def models_dir(self) -> Path:
@@ -100,6 +103,10 @@ class Settings:
     @property
     def faiss_dir(self) -> Path:
         return self.home / "faiss"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.home / "thumbnails"
 
     @property
     def default_model_dir(self) -> Path:

@@ -5,6 +5,7 @@
 * ``POST /rerank``: a query plus candidate hits (from any k-NN, e.g. an OpenSearch search
   pipeline) -> the hits reordered by cross-encoder score, the original score and rank kept. All
   hits of a request are scored in one batched model call.
+* ``GET /`` the search page (:mod:`search_backend.rerank.web`: its static files, thumbnails, jobs).
 * ``GET /health`` (never needs the API key), ``GET /metrics`` (Prometheus text format: requests by
   endpoint and status, latency of each stage), ``GET /openapi.json`` and ``/docs``.
 
@@ -129,6 +130,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from search_backend.jobs.db import ready_engine
+    from search_backend.rerank.web import is_public, mount_web
     from search_backend.runtime import configure_torch
     from search_backend.stores.base import StoreError, StoreUnavailableError, UnknownCollectionError
     from search_backend.stores.factory import open_store
@@ -177,7 +179,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     @app.middleware("http")
     async def auth_and_count(request: Request, call_next: Any) -> Any:
         endpoint = request.url.path
-        if settings.api_key and endpoint != "/health":
+        if settings.api_key and endpoint != "/health" and not is_public(endpoint):
             given = request.headers.get("x-api-key") or ""
             bearer = request.headers.get("authorization") or ""
             if bearer.lower().startswith("bearer "):
@@ -302,4 +304,5 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
             "timings_ms": {k: round(v, 3) for k, v in timings.items()},
         }
 
+    mount_web(app, settings, engine, store)  # the search page at /, thumbnails, jobs
     return app
