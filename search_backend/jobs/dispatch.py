@@ -60,6 +60,9 @@ def dispatch_batches(settings: Settings, engine: Engine, job_id: int, batches: l
             sender.send_task(INDEX_TASK, args=(job_id, batch), queue=INDEX_QUEUE)
         return "queued"
     threading.Thread(
-        target=_run_here, args=(settings, engine, job_id, list(batches)), name=f"xmr-job-{job_id}", daemon=True
+        target=_run_here,
+        args=(settings, engine, job_id, list(batches)),
+        name=f"xmr-job-{job_id}",
+        daemon=True,
     ).start()
     return "started"

@@ -104,9 +104,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
             raise HTTPException(404, str(e)) from None
 
     @router.get("/jobs", tags=["jobs"])
-    def jobs(
-        collection: str | None = None, limit: int = Query(50, ge=1, le=1000)
-    ) -> dict[str, Any]:
+    def jobs(collection: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         """Indexing jobs, newest first, with their counts by item status."""
         return {"jobs": [j.to_json() for j in list_jobs(engine, collection=collection, limit=limit)]}
 
@@ -118,11 +116,13 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
     def items(
         job_id: int, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
-        """The job's items with this status (default ``failed``, with their reasons); ``all`` for every item."""
+        """The job's items with this status (default ``failed``, with their reasons); ``all``: every item."""
         if status == "all":
             status = None
         if status is not None and status not in ITEM_STATUSES:
-            raise HTTPException(422, f"unknown item status {status!r}; expected one of {', '.join(ITEM_STATUSES)}")
+            raise HTTPException(
+                422, f"unknown item status {status!r}; expected one of {', '.join(ITEM_STATUSES)}"
+            )
         try:
             rows = job_items(engine, job_id, status=status, limit=limit)
         except JobNotFoundError as e:

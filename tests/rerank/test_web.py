@@ -24,7 +24,9 @@ from tests._indexing import BAD_IMAGES, write_mixed_manifest
 
 
 def _index(settings: Settings, engine, store, collection: str, manifest: Path, run: bool = True) -> int:  # type: ignore[no-untyped-def]
-    job = submit_job(engine, collection, read_manifest(manifest, check_images=False), str(manifest), batch_size=8)
+    job = submit_job(
+        engine, collection, read_manifest(manifest, check_images=False), str(manifest), batch_size=8
+    )
     if run:
         run_job_inline(settings, engine, store, job.job_id, job.batches)
     return job.job_id
@@ -91,7 +93,9 @@ def test_static_files_fetch_nothing_from_elsewhere() -> None:
 
     for path in STATIC_DIR.iterdir():
         text = path.read_text()
-        refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)|url\(\s*["']?([^"')]+)|fetch\(\s*["'`]([^"'`]+)""", text)
+        refs = re.findall(
+            r"""(?:src|href)\s*=\s*["']([^"']+)|url\(\s*["']?([^"')]+)|fetch\(\s*["'`]([^"'`]+)""", text
+        )
         for groups in refs:
             ref = next(g for g in groups if g)
             assert ref.startswith("/") or ref.startswith("#"), f"{path.name}: {ref}"
@@ -159,7 +163,7 @@ def test_jobs_api_lists_shows_failed_items_cancels_and_retries(env, tmp_path: Pa
     client = TestClient(create_app(settings))
     mixed = _index(settings, engine, store, "a", write_mixed_manifest(tmp_path / "mixed", n_good=2, seed=5))
     jobs = client.get("/jobs", params={"collection": "a"}).json()["jobs"]
-    assert [j["id"] for j in jobs][0] == mixed and all(j["collection"] == "a" for j in jobs)
+    assert jobs[0]["id"] == mixed and all(j["collection"] == "a" for j in jobs)
     assert len(client.get("/jobs").json()["jobs"]) == 3
     job = client.get(f"/jobs/{mixed}").json()
     assert job["status"] == "done_with_errors" and job["counts"]["failed"] == len(BAD_IMAGES) + 1
@@ -167,14 +171,19 @@ def test_jobs_api_lists_shows_failed_items_cancels_and_retries(env, tmp_path: Pa
     assert len(failed) == job["counts"]["failed"]
     reasons = " | ".join(f"{i['source']}: {i['error']}" for i in failed)
     for name, phrase in BAD_IMAGES.items():
-        assert any(name in (i["source"] or "") and phrase in (i["error"] or "") for i in failed), (name, reasons)
+        assert any(name in (i["source"] or "") and phrase in (i["error"] or "") for i in failed), (
+            name,
+            reasons,
+        )
     assert len(client.get(f"/jobs/{mixed}/items", params={"status": "all"}).json()["items"]) == job["total"]
     assert client.get(f"/jobs/{mixed}/items", params={"status": "weird"}).status_code == 422
     assert client.get("/jobs/9999").status_code == 404
     assert client.post("/jobs/9999/retry").status_code == 404
 
     # cancel a job nobody runs, then retry it: embedded mode runs it in the service's background
-    pending = _index(settings, engine, store, "a", write_shapes(tmp_path / "p", "test", 3, 11, image_size=32), run=False)
+    pending = _index(
+        settings, engine, store, "a", write_shapes(tmp_path / "p", "test", 3, 11, image_size=32), run=False
+    )
     assert client.get(f"/jobs/{pending}").json()["status"] == "pending"
     assert client.post(f"/jobs/{pending}/retry").status_code == 409  # not finished yet
     cancelled = client.post(f"/jobs/{pending}/cancel").json()

@@ -21,7 +21,17 @@ def test_a_missing_browser_skips_or_fails(required: str, outcome: str, tmp_path:
         "XMR_SCREENSHOT_DIR": str(tmp_path / "shots"),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/web/test_page.py", "-k", "bad_api_key"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/web/test_page.py",
+            "-k",
+            "bad_api_key",
+        ],
         cwd=REPO,
         env=env,
         capture_output=True,
