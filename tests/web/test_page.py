@@ -236,7 +236,7 @@ def test_turning_reranking_off_shows_the_bi_encoder_order_and_the_url_keeps_it(
     assert not browser.find_element("id", "rerank").is_selected()
 
 
-def test_an_uploaded_image_returns_captions(
+def test_an_uploaded_or_dropped_image_returns_captions(
     browser: Any, site: Site, screenshot: Callable[[Any, str], Path]
 ) -> None:
     rows = [json.loads(x) for x in (site.data / "shapes" / "test.jsonl").read_text().splitlines()]
@@ -260,6 +260,32 @@ def test_an_uploaded_image_returns_captions(
     assert browser.find_element("id", "query-image").is_displayed()
     assert "q" not in parse_qs(urlsplit(browser.current_url).query)
     screenshot(browser, "page-image-query")
+
+    # drag and drop: a File dropped on the drop zone is searched the same way
+    other = site.data / "shapes" / rows[40]["image"]
+    expected = site.search(
+        image_base64=base64.b64encode(other.read_bytes()).decode(), k=K, k_retrieve=K_RETRIEVE, rerank=True
+    )["hits"]
+    assert other.name != image.name
+    browser.execute_script(_DROP_JS, base64.b64encode(other.read_bytes()).decode(), other.name)
+    _wait(  # (a random tiny model may well rank the same captions first for both images)
+        browser,
+        "the dropped image's captions",
+        lambda: (
+            other.name in browser.find_element("id", "summary").text
+            and [h["id"] for h in _hits(browser, "#captions .hit")] == [h["id"] for h in expected]
+        ),
+    )
+    assert browser.find_element("id", "query-image").get_attribute("src").startswith("data:image/png")
+
+
+_DROP_JS = """
+const bytes = Uint8Array.from(atob(arguments[0]), c => c.charCodeAt(0));
+const dt = new DataTransfer();
+dt.items.add(new File([bytes], arguments[1], {type: 'image/png'}));
+const drop = new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true});
+document.getElementById('drop').dispatchEvent(drop);
+"""
 
 
 def _job_row(browser: Any, job_id: int) -> dict[str, Any] | None:
