@@ -247,7 +247,8 @@ def search_latency(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                 )
             },
         }
-        print(f"search {kind}: {json.dumps(res[kind])}", flush=True)
+        shown = {key: v for key, v in res[kind].items() if key != "samples_ms"}
+        print(f"search {kind}: {json.dumps(shown)}", flush=True)
     return res
 
 

@@ -90,7 +90,7 @@ def plot_stage_latency(
     modes = [m for m, stages in samples.items() if any(len(v) for v in stages.values())]
     if not modes:
         raise ValueError("no latency samples to plot")
-    fig, axes = plt.subplots(1, len(modes), figsize=(3.2 * len(modes) + 0.6, 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.2 * len(modes) + 0.6, 3.8), squeeze=False, sharey=True)
     for ax, mode in zip(axes[0], modes, strict=True):
         stages = [(s, list(v)) for s, v in samples[mode].items() if len(v)]
         box = ax.boxplot(
