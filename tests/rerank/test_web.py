@@ -196,3 +196,43 @@ def test_jobs_api_lists_shows_failed_items_cancels_and_retries(env, tmp_path: Pa
     final = client.get(f"/jobs/{pending}").json()
     assert final["status"] == "done" and final["counts"]["done"] == 18, final
     assert store.count("a", {"kind": "image"}) == 4 + 2 + 3
+
+
+def test_xmr_serve_serves_the_page(tmp_path: Path) -> None:
+    """The console script's app (search_backend.rerank.asgi) has the page and its files."""
+    import os
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests._web import free_port
+
+    port = free_port()
+    env = {**os.environ, "XMR_HOME": str(tmp_path / "home"), "XMR_SERVE_PORT": str(port), "XMR_API_KEY": "k"}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "xmr"), "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "xmr serve did not start"
+            time.sleep(0.2)
+        page = httpx.get(url + "/", timeout=10)
+        assert page.status_code == 200 and "xmodal-search" in page.text
+        assert httpx.get(url + "/static/app.js", timeout=10).status_code == 200
+        assert httpx.get(url + "/collections", timeout=10).status_code == 401
+        r = httpx.get(url + "/collections", headers={"X-API-Key": "k"}, timeout=10)
+        assert r.status_code == 200 and r.json() == {"collections": []}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
