@@ -561,6 +561,7 @@
     const badge = row.querySelector(".status");
     badge.textContent = job.status.replaceAll("_", " ");
     badge.className = `badge status s-${job.status}`;
+    badge.title = job.error || "";
     const bar = row.querySelector(".progress");
     bar.setAttribute("aria-valuenow", String(pct));
     bar.dataset.progress = String(pct);
