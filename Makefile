@@ -26,11 +26,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy search_backend
 
-# Local Redis, PostgreSQL and OpenSearch on 127.0.0.1 for the tests (idempotent; `bash scripts/services.sh down` stops them).
+# Local Redis, PostgreSQL and OpenSearch on 127.0.0.1 and a headless Chromium for the tests (idempotent; `bash scripts/services.sh down` stops them).
 # If they cannot be installed here (no root/sudo, no apt), the tests that need them are skipped
 # (CI sets XMR_REQUIRE_SERVICES=1, which turns those skips into failures).
 services:
 	-bash scripts/services.sh up
+	-bash scripts/browser.sh install
 	-bash scripts/opensearch.sh start && bash scripts/opensearch.sh plugin
 	-XMR_OPENSEARCH_PORT=19400 XMR_OPENSEARCH_TRANSPORT_PORT=19500 XMR_OPENSEARCH_START_TIMEOUT=300 bash scripts/opensearch.sh --nodes 2 start
 	-bash scripts/tls_proxy.sh start

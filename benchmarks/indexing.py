@@ -13,7 +13,8 @@ Parts (``--parts``, default all):
 * ``store``: FaissStore k-NN p50/p95 at 100k synthetic 384-d vectors (clustered, L2-normalised)
   with recall@10 against exact search.
 
-Prints a markdown table and writes ``results.json``. A benchmark reports what it measured; the
+Prints a markdown table and writes ``results.json`` and, beside it, ``search_latency.png`` (the
+distribution of each search stage's latency). A benchmark reports what it measured; the
 targets of the issue are printed beside the numbers, never asserted.
 """
 
@@ -205,10 +206,13 @@ def search_latency(args: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     res: dict[str, Any] = {"items": items, "k": k, "k_retrieve": kr, "queries": args.queries}
     for kind in ("t2i", "i2t"):
+        stages: dict[bool, list[dict[str, float]]] = {False: [], True: []}
 
-        def query(i: int, rerank: bool, kind: str = kind) -> Any:
+        def query(i: int, rerank: bool, kind: str = kind, stages: Any = stages) -> Any:
             q = {"text": texts[i]} if kind == "t2i" else {"image": images[i]}
-            return search(settings, engine, store, "s10k", k=k, k_retrieve=kr, rerank=rerank, **q)
+            result = search(settings, engine, store, "s10k", k=k, k_retrieve=kr, rerank=rerank, **q)
+            stages[rerank].append(result.timings_ms)
+            return result
 
         def model_work(i: int, kind: str = kind) -> None:
             # What reranked search cannot avoid: encode, one k-NN, and k_retrieve cross-encoder scores.
@@ -231,8 +235,20 @@ def search_latency(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "rr_p95": _pct(rr, 0.95),
             "model_work_p50": _pct(floor, 0.5),
             "rr_over_model_work": _pct(rr, 0.5) / _pct(floor, 0.5),
+            # every query's stage timings (the warm-up call left out) and wall time, for the plot
+            "samples_ms": {
+                mode: {
+                    **{s: [t[s] for t in stages[rerank][1:]] for s in names},
+                    "wall": wall,
+                }
+                for mode, rerank, names, wall in (
+                    ("k-NN only", False, ("encode", "knn", "total"), bi),
+                    (f"reranked top-{kr}", True, ("encode", "knn", "rerank", "total"), rr),
+                )
+            },
         }
-        print(f"search {kind}: {json.dumps(res[kind])}", flush=True)
+        shown = {key: v for key, v in res[kind].items() if key != "samples_ms"}
+        print(f"search {kind}: {json.dumps(shown)}", flush=True)
     return res
 
 
@@ -349,6 +365,19 @@ def main() -> None:
     if "throughput" in parts:
         results["throughput"] = throughput(args, args.out)
     results_file.write_text(json.dumps(results, indent=1))
+    if "search" in results and "samples_ms" in results["search"].get("t2i", {}):
+        from search_backend.evaluation.plots import plot_stage_latency
+
+        s = results["search"]
+        samples = {
+            f"{kind} {mode}": v for kind in ("t2i", "i2t") for mode, v in s[kind]["samples_ms"].items()
+        }
+        plot = plot_stage_latency(
+            samples,
+            args.out / "search_latency.png",
+            title=f"search latency per stage, {s['items']} items, {s['queries']} queries (ms, log scale)",
+        )
+        print(f"wrote {plot}")
     print(_table(results))
 
 

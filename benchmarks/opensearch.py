@@ -9,7 +9,8 @@
 * ``service``: a shapes collection indexed with a real model into both stores; ``POST /search``
   over HTTP (uvicorn on 127.0.0.1) p50/p95 with and without rerank, for text and image queries.
 
-Prints a markdown table and writes ``results.json`` in ``--out``; targets are not asserted.
+Prints a markdown table and writes ``results.json`` and ``opensearch_vs_faiss.png`` (latency and
+recall of both stores) in ``--out``; targets are not asserted.
 """
 
 from __future__ import annotations
@@ -214,6 +215,9 @@ def main() -> None:
     if "service" in parts:
         results["service"] = service_part(args, args.out, prefix)
     results_file.write_text(json.dumps(results, indent=1))
+    from search_backend.evaluation.plots import plot_store_comparison
+
+    print(f"wrote {plot_store_comparison(results, args.out / 'opensearch_vs_faiss.png')}")
     print(_table(results))
 
 

@@ -433,7 +433,7 @@ def worker(concurrency: int, pool: str, loglevel: str, hostname: str | None) -> 
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @handle_errors
 def serve(host: str | None, port: int | None, workers: int) -> None:
-    """Run the HTTP service: POST /search, POST /rerank, GET /health, GET /metrics, /docs."""
+    """Run the HTTP service: the search page at /, POST /search, POST /rerank, /jobs, /metrics, /docs."""
     from search_backend.config import get_settings
     from search_backend.rerank.server import serve as run_server
     from search_backend.rerank.server import serve_warnings

@@ -237,6 +237,16 @@ def train(
     "a manifest: the lines with that 'lang'.",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the R@1-vs-rerank-depth figure (k = 1..--depth-max, ms/query) to this PNG, "
+    "its data beside it (.json).",
+)
+@click.option(
+    "--depth-max", type=click.IntRange(min=1), default=100, show_default=True, help="--plot: deepest k."
+)
 @handle_errors
 def eval_cmd(
     model_spec: str,
@@ -251,6 +261,8 @@ def eval_cmd(
     methods: str,
     lang: str | None,
     as_json: bool,
+    plot: Path | None,
+    depth_max: int,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
     from search_backend.evaluation import evaluate, format_table, manifest_corpus, shapes_corpus
@@ -273,6 +285,18 @@ def eval_cmd(
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
     if lang is not None:
         result["lang"] = lang
+    if plot is not None:
+        from search_backend.evaluation import plot_rerank_depth, rerank_depth_curve
+
+        curve = rerank_depth_curve(
+            model, corpus, max_depth=depth_max, queries=queries, seed=seed, progress=not as_json
+        )
+        curve["model"] = str(model_spec)
+        plot.with_suffix(".json").parent.mkdir(parents=True, exist_ok=True)
+        plot.with_suffix(".json").write_text(json.dumps(curve, indent=1))
+        plot_rerank_depth(curve, plot)
+        result["rerank_depth"] = curve
+        click.echo(f"wrote {plot} and {plot.with_suffix('.json')}", err=True)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -117,6 +117,9 @@ class Settings:
     """Heavy requests (over 64 hits or k_retrieve, or with client-sent images) doing model work at once."""
     max_connections: int = 64
     """Concurrent connections the server accepts; more get 503 (uvicorn ``limit_concurrency``)."""
+    thumbnail_size: int = 256
+    """Longest side, in pixels, of the JPEG thumbnails the search page shows (cached under
+    ``$XMR_HOME/thumbnails``)."""
 
     @property
     def image_root_paths(self) -> list[Path]:
@@ -134,6 +137,10 @@ class Settings:
     @property
     def faiss_dir(self) -> Path:
         return self.home / "faiss"
+
+    @property
+    def thumbnails_dir(self) -> Path:
+        return self.home / "thumbnails"
 
     @property
     def default_model_dir(self) -> Path:

@@ -1,11 +1,13 @@
-"""Evaluation: Recall@K, per-query latency, and the paper-style results table."""
+"""Evaluation: Recall@K, per-query latency, the paper-style results table, R@1 by rerank depth, plots."""
 
 from __future__ import annotations
 
 from search_backend.evaluation.corpus import manifest_corpus, shapes_corpus
+from search_backend.evaluation.depth import rerank_depth_curve
 from search_backend.evaluation.distractors import distractor_accuracy
 from search_backend.evaluation.evaluate import METHODS, EvalCorpus, evaluate
 from search_backend.evaluation.metrics import RECALL_KS, recall_at
+from search_backend.evaluation.plots import plot_rerank_depth, plot_stage_latency, plot_store_comparison
 from search_backend.evaluation.table import METHOD_LABELS, format_table
 
 __all__ = [
@@ -17,6 +19,10 @@ __all__ = [
     "evaluate",
     "format_table",
     "manifest_corpus",
+    "plot_rerank_depth",
+    "plot_stage_latency",
+    "plot_store_comparison",
     "recall_at",
+    "rerank_depth_curve",
     "shapes_corpus",
 ]

@@ -143,11 +143,14 @@ class ApiKeyGate:
     OPEN = ("/health", "/docs", "/openapi.json")
     """Paths that never need the key: health, and the API's description (no data in it)."""
 
-    def __init__(self, app: ASGIApp, api_key: str) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, public: Callable[[str], bool] | None = None) -> None:
         self.app = app
         self.key = api_key.encode()
+        self.public = public  # more paths without the key (the search page and its static files)
 
     def _open(self, path: str) -> bool:
+        if self.public is not None and self.public(path):
+            return True
         return path in self.OPEN or path.startswith("/docs/static/")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -7,6 +7,7 @@
   text query's hits name their image by indexed id (with ``collection``) or carry it inline; a
   ``source`` path is honoured only inside ``XMR_IMAGE_ROOTS`` (see
   :mod:`search_backend.rerank.references`).
+* ``GET /`` the search page (:mod:`search_backend.rerank.web`: its static files, thumbnails, jobs).
 * ``GET /health`` (never needs the API key), ``GET /metrics`` (Prometheus text format: requests by
   route template and status, latency of each stage), ``GET /openapi.json`` and ``/docs`` (Swagger
   UI served from the service itself, no CDN).
@@ -88,6 +89,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
 
     from search_backend.data.images import set_decode_gate
     from search_backend.jobs.db import ready_engine
+    from search_backend.rerank.web import is_public, mount_web
     from search_backend.runtime import configure_torch
     from search_backend.stores.base import StoreError, StoreUnavailableError, UnknownCollectionError
     from search_backend.stores.factory import open_store
@@ -129,7 +131,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
 
     # Outermost first: metrics see every answer; the key is checked before any body is read.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes, timeout=settings.request_timeout)
-    app.add_middleware(ApiKeyGate, api_key=settings.api_key)
+    app.add_middleware(ApiKeyGate, api_key=settings.api_key, public=is_public)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=app.router.routes)
 
     def detail(status: int, message: str) -> JSONResponse:
@@ -252,6 +254,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
 
         return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
 
+    mount_web(app, settings, engine, the_store)  # the search page at /, thumbnails, jobs
     return app
 
 
