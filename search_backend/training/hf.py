@@ -145,9 +145,6 @@ def train_checkpoint(
         raise ValueError("train_checkpoint trains one checkpoint; use train_hf() for 'sep'")
     d = dist or init_distributed(cfg.device)
     out = Path(out)
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-    barrier(d)
     configure_torch()
     torch.manual_seed(cfg.seed)
 
@@ -168,6 +165,9 @@ def train_checkpoint(
         )
     params = _trainable(trainee, role, cfg)
     trainee.to(d.device)
+    if d.main:  # only once the checkpoint (and the miner) passed their checks
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(d)
     skips = skips or SkipLog(out, resume=bool(state), enabled=d.main)
     if pool is None:
         from search_backend.training.trainer import prepare_data

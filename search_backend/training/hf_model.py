@@ -54,8 +54,9 @@ def _checkpoint_folder(path: str | Path, flag: str) -> Path:
         if (p / CONFIG_NAME).is_file():
             raise ModelLoadError(
                 f"{flag} {p}: this is a model folder of ours, not a Hugging Face checkpoint; "
-                "--init takes a checkpoint folder (config.json, weights, processor); "
-                "to start from our own model use --set init_from=DIR, to mine with it --miner DIR"
+                "--init takes a checkpoint folder (config.json, weights, processor: a fine-tuned "
+                "folder's are its model/, bi/ or cross/ subfolders); to start from our own model "
+                "use --set init_from=DIR, to mine with it --miner DIR"
             )
         raise ModelLoadError(f"{flag} {p}: not a Hugging Face checkpoint (no config.json)")
     return p
@@ -410,7 +411,7 @@ def apply_memory_options(
         module = trainee.module
         if not getattr(module, "supports_gradient_checkpointing", False):
             raise ValueError(f"{type(module).__name__} does not support gradient checkpointing")
-        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _blocks(tower: Any) -> list[Any]:
