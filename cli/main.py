@@ -122,6 +122,26 @@ def data_shapes(out: Path, split: str, size: int, seed: int, image_size: int, la
 @click.option("--bi-loss", type=click.Choice(["infonce", "vsepp"]), default=None)
 @click.option("--backbone", default="", help="Local HF checkpoint folder (default: bundled MiniLM-L6).")
 @click.option(
+    "--init",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Fine-tune this local Hugging Face checkpoint instead: CLIP-style for be and sep, "
+    "BLIP image-text retrieval (ITM head) for ce and joint.",
+)
+@click.option(
+    "--cross-init",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--setup sep with --init: the BLIP-style checkpoint of the cross-encoder.",
+)
+@click.option(
+    "--miner",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="--setup ce with --init: a model folder whose bi-encoder mines the negatives (default: "
+    "the checkpoint's own ITC head).",
+)
+@click.option(
     "--set",
     "assignments",
     multiple=True,
@@ -149,6 +169,9 @@ def train(
     seed: int,
     bi_loss: str | None,
     backbone: str,
+    init: Path | None,
+    cross_init: Path | None,
+    miner: Path | None,
     assignments: tuple[str, ...],
     no_resume: bool,
 ) -> None:
@@ -156,6 +179,7 @@ def train(
 
     Resumes from a checkpoint in --out. With validation data, the saved model is the best
     validation's; OUT/metrics.jsonl, OUT/curves.png and OUT/skipped.jsonl record the run.
+    --init fine-tunes a pretrained CLIP / SigLIP / BLIP checkpoint into the model folder --out.
     """
     from search_backend.config import get_settings
     from search_backend.training.recipes import default_recipe, with_overrides
@@ -182,12 +206,15 @@ def train(
         "eval_every": eval_every,
         "patience": patience,
         "device": device,
+        "init": init,
+        "cross_init": cross_init,
+        "miner": miner,
     }
     given = [f"{key}={value}" for key, value in options.items() if value is not None and value != ""]
     data = "manifest" if manifest is not None else "shapes"
     cfg = with_overrides(default_recipe(setup, seed=seed, data=data), given + list(assignments))
     if out is None:
-        if setup != "joint" or manifest is not None:
+        if setup != "joint" or manifest is not None or init is not None:
             raise click.UsageError(
                 "--out is required unless --setup joint on shapes (the cached default model)"
             )

@@ -7,7 +7,15 @@
   cross-encoder half.
 * :class:`AdapterModel` joins a bi-encoder and a cross-encoder into one object that honours the
   full :class:`~search_backend.model.base.RetrievalModel` contract, and saves itself as a
-  self-contained directory (``xmr_model.json`` + ``bi/`` + ``cross/``).
+  self-contained directory (``xmr_model.json`` + ``bi/`` + ``cross/``; one shared ``model/`` when
+  both sides are one set of weights).
+
+Both wrappers also serve the other side where the checkpoint can: a BLIP retrieval model's
+contrastive (ITC) head is a bi-encoder (``BlipMatcher.encode_*``), and a dual encoder scores a pair
+by its cosine (``ClipDualEncoder.score``, so a bi-encoder-only folder still answers ``/rerank``).
+They expose what fine-tuning needs (:mod:`search_backend.training.hf`): the Hugging Face module
+(``.model``), its :class:`Preprocessing` and :meth:`tokenize`; ``save_pretrained`` writes the
+weights with the processor, so a saved folder is self-contained.
 
 Everything loads with ``local_files_only=True``: nothing is downloaded.
 """
@@ -34,10 +42,12 @@ __all__ = [
     "ClipDualEncoder",
     "CrossEncoder",
     "MissingCapabilityError",
+    "Preprocessing",
 ]
 
 ADAPTER_TYPE = "adapter"
 CONFIG_VERSION = 1
+_SHARED_DIR = "model"
 
 _ITM_FLAGS = ("use_itm_head", "use_image_text_matching_head")
 
@@ -177,8 +187,11 @@ def _default_batch_sizes() -> tuple[int, int]:
     return s.encode_batch_size, s.score_batch_size
 
 
-class _Preprocessing:
+class Preprocessing:
     """The checkpoint's own processor, or its tokenizer + image processor when it has no processor."""
+
+    tokenizer: Any
+    image_processor: Any
 
     def __init__(self, tokenizer: Any, image_processor: Any, processor: Any | None = None) -> None:
         self.tokenizer = tokenizer
@@ -186,7 +199,7 @@ class _Preprocessing:
         self.processor = processor
 
     @classmethod
-    def from_pretrained(cls, path: Path) -> _Preprocessing:
+    def from_pretrained(cls, path: Path) -> Preprocessing:
         from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
 
         processor: Any | None
@@ -236,6 +249,32 @@ def _to_device(inputs: dict[str, Any], device: str) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
 
 
+def _encode_rows(
+    model: Any,
+    items: list[Any],
+    prepare: Callable[[list[Any]], dict[str, Any]],
+    feature_fn: Callable[..., Any],
+    what: str,
+    batch_size: int,
+    device: str,
+    dim: int,
+) -> np.ndarray:
+    """``feature_fn`` over ``items`` in batches, rows L2-normalised, as one (N, dim) float32 array."""
+    import torch
+
+    if not items:
+        return np.zeros((0, dim), dtype=np.float32)
+    model.eval()
+    chunks: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(items), batch_size):
+            inputs = _to_device(prepare(items[start : start + batch_size]), device)
+            feats = _features(feature_fn(**_accepted(feature_fn, inputs)), what)
+            feats = torch.nn.functional.normalize(feats.float(), dim=-1)
+            chunks.append(feats.cpu().numpy())
+    return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+
+
 # ------------------------------------------------------------------------------------ bi-encoder side
 
 
@@ -260,7 +299,7 @@ class ClipDualEncoder:
         self.batch_size = _batch_size(batch_size, _default_batch_sizes()[0])
         self.device = device
         self.model = model.to(device).eval()
-        self._pre = _Preprocessing(tokenizer, image_processor, processor)
+        self._pre = Preprocessing(tokenizer, image_processor, processor)
         self._padding = _text_padding(model)
         self._max_length = _max_text_length(model, tokenizer)
 
@@ -281,7 +320,7 @@ class ClipDualEncoder:
                 f"{p}: {type(model).__name__} has no get_text_features / get_image_features; "
                 "a CLIP-style dual-encoder checkpoint is needed"
             )
-        pre = _Preprocessing.from_pretrained(p)
+        pre = Preprocessing.from_pretrained(p)
         return cls(model, pre.tokenizer, pre.image_processor, pre.processor, batch_size, device)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -297,6 +336,25 @@ class ClipDualEncoder:
         if isinstance(dim, int):
             return dim
         return int(config.get_text_config().hidden_size)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._pre
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        """Token tensors of ``texts`` as :meth:`encode_texts` prepares them (padding, truncation)."""
+        return self._pre.texts(_check_texts(texts), self._padding, self._max_length)
+
+    def score(self, texts: list[str], images: list[Image.Image], batch_size: int | None = None) -> np.ndarray:
+        """(N,) float32 cosine of pair i's text and image embeddings: the bi-encoder's own relevance,
+        so a folder that only has a dual encoder can rerank (in its own retrieval order)."""
+        t = _check_texts(texts)
+        if len(t) != len(images):
+            raise ValueError(f"score needs one image per text: got {len(t)} texts and {len(images)} images")
+        if not t:
+            return np.zeros(0, dtype=np.float32)
+        cos = (self.encode_texts(t, batch_size) * self.encode_images(images, batch_size)).sum(axis=1)
+        return np.ascontiguousarray(cos, dtype=np.float32)
 
     def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """(N, D) float32, rows L2-normalised."""
@@ -328,19 +386,9 @@ class ClipDualEncoder:
         what: str,
         batch_size: int,
     ) -> np.ndarray:
-        import torch
-
-        if not items:
-            return np.zeros((0, self.embedding_dim), dtype=np.float32)
-        self.model.eval()
-        chunks: list[np.ndarray] = []
-        with torch.inference_mode():
-            for start in range(0, len(items), batch_size):
-                inputs = _to_device(prepare(items[start : start + batch_size]), self.device)
-                feats = _features(feature_fn(**_accepted(feature_fn, inputs)), what)
-                feats = torch.nn.functional.normalize(feats.float(), dim=-1)
-                chunks.append(feats.cpu().numpy())
-        return np.ascontiguousarray(np.concatenate(chunks), dtype=np.float32)
+        return _encode_rows(
+            self.model, items, prepare, feature_fn, what, batch_size, self.device, self.embedding_dim
+        )
 
     def __repr__(self) -> str:
         return f"ClipDualEncoder({type(self.model).__name__}, batch_size={self.batch_size})"
@@ -382,8 +430,74 @@ class BlipMatcher:
         self.batch_size = _batch_size(batch_size, _default_batch_sizes()[1])
         self.device = device
         self.model = model.to(device).eval()
-        self._pre = _Preprocessing(tokenizer, image_processor, processor)
+        self._pre = Preprocessing(tokenizer, image_processor, processor)
         self._max_length = _max_text_length(model, tokenizer)
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self._pre
+
+    def tokenize(self, texts: list[str]) -> dict[str, Any]:
+        """Token tensors of ``texts`` as :meth:`score` prepares them (padding, truncation)."""
+        return self._pre.texts(_check_texts(texts), "longest", self._max_length)
+
+    @property
+    def has_itc(self) -> bool:
+        """Whether the checkpoint has BLIP's contrastive head (``vision_proj`` / ``text_proj`` over
+        ``vision_model`` / ``text_encoder``), which makes it a bi-encoder too."""
+        return all(
+            hasattr(self.model, name) for name in ("vision_model", "text_encoder", "vision_proj", "text_proj")
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(self._need_itc().text_proj.out_features)
+
+    def _need_itc(self) -> Any:
+        if not self.has_itc:
+            raise MissingCapabilityError(
+                f"{type(self.model).__name__} has no contrastive (ITC) head "
+                "(vision_proj / text_proj), so it cannot embed for retrieval"
+            )
+        return self.model
+
+    def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """(N, D) float32, rows L2-normalised: the ITC head's text embeddings (as BLIP's retrieval
+        forward with ``use_itm_head=False`` computes them)."""
+        model = self._need_itc()
+
+        def text_features(input_ids: Any, attention_mask: Any = None) -> Any:
+            states = model.text_encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return model.text_proj(states[:, 0, :])
+
+        return _encode_rows(
+            model,
+            _check_texts(texts),
+            self.tokenize,
+            text_features,
+            "text",
+            _batch_size(batch_size, self.batch_size),
+            self.device,
+            self.embedding_dim,
+        )
+
+    def encode_images(self, images: list[Image.Image], batch_size: int | None = None) -> np.ndarray:
+        """(N, D) float32, rows L2-normalised: the ITC head's image embeddings."""
+        model = self._need_itc()
+
+        def image_features(pixel_values: Any) -> Any:
+            return model.vision_proj(model.vision_model(pixel_values=pixel_values).last_hidden_state[:, 0, :])
+
+        return _encode_rows(
+            model,
+            _check_images(images),
+            self._pre.images,
+            image_features,
+            "image",
+            _batch_size(batch_size, self.batch_size),
+            self.device,
+            self.embedding_dim,
+        )
 
     @classmethod
     def from_pretrained(
@@ -414,7 +528,7 @@ class BlipMatcher:
             model = model_cls.from_pretrained(str(p), local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelLoadError(f"{p}: cannot load {arch} ({exc})") from exc
-        pre = _Preprocessing.from_pretrained(p)
+        pre = Preprocessing.from_pretrained(p)
         return cls(model, pre.tokenizer, pre.image_processor, pre.processor, batch_size, device)
 
     def save_pretrained(self, path: str | Path) -> None:
@@ -542,8 +656,14 @@ class AdapterModel:
         bs = self.batch_size if batch_size is None else batch_size
         return self._need_cross().score(texts, images, batch_size=bs)
 
+    @property
+    def shared(self) -> bool:
+        """Whether both sides are one object (one set of weights, e.g. BLIP's ITC + ITM)."""
+        return self.bi is not None and self.bi is self.cross
+
     def save(self, path: str | Path) -> None:
-        """Write a self-contained directory: ``xmr_model.json`` + ``bi/`` + ``cross/``."""
+        """Write a self-contained directory: ``xmr_model.json`` + ``bi/`` + ``cross/``, or one
+        ``model/`` that both sides name when they are one object (:attr:`shared`)."""
         root = Path(path)
         root.mkdir(parents=True, exist_ok=True)
         (root / CONFIG_NAME).unlink(missing_ok=True)  # overwriting: never leave an old config over new parts
@@ -552,8 +672,12 @@ class AdapterModel:
             "version": CONFIG_VERSION,
             "batch_size": self.batch_size,
         }
-        for side, part in (("bi", self.bi), ("cross", self.cross)):
-            config[side] = self._save_part(part, root, side)
+        if self.shared:
+            entry = self._save_part(self.bi, root, _SHARED_DIR)
+            config["bi"] = config["cross"] = entry
+        else:
+            for side, part in (("bi", self.bi), ("cross", self.cross)):
+                config[side] = self._save_part(part, root, side)
         write_model_config(root, config)  # last: a half-written directory is never loadable
 
     @staticmethod
@@ -586,6 +710,7 @@ class AdapterModel:
         if config.get("type") != ADAPTER_TYPE:
             raise ModelLoadError(f"{root}: model type is {config.get('type')!r}, not {ADAPTER_TYPE!r}")
         parts: dict[str, Any] = {}
+        by_dir: dict[str, Any] = {}  # sides naming one folder share one object
         for side in ("bi", "cross"):
             entry = config.get(side)
             if entry is None:
@@ -594,7 +719,13 @@ class AdapterModel:
             if not isinstance(entry, dict) or "kind" not in entry:
                 raise ModelLoadError(f"{root}: malformed {side!r} entry in the model config")
             kind = entry["kind"]
-            target = root / side
+            folder = str(entry.get("dir", side))
+            if not folder or Path(folder).name != folder or folder in (".", ".."):
+                raise ModelLoadError(f"{root}: {side} entry names {folder!r}, not a folder inside the model")
+            if folder in by_dir:
+                parts[side] = by_dir[folder]
+                continue
+            target = root / folder
             if kind in _HF_KINDS:
                 parts[side] = _HF_KINDS[kind].from_pretrained(target, batch_size=entry.get("batch_size"))
             elif kind == "xmr":
@@ -603,6 +734,7 @@ class AdapterModel:
                 parts[side] = loading.load_model(target)
             else:
                 raise ModelLoadError(f"{root}: unknown {side} kind {kind!r}")
+            by_dir[folder] = parts[side]
         if parts["bi"] is None and parts["cross"] is None:
             raise ModelLoadError(f"{root}: adapter config has neither a bi nor a cross part")
         return cls(parts["bi"], parts["cross"], config.get("batch_size"))

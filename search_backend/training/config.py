@@ -23,7 +23,7 @@ __all__ = ["RUN_ONLY", "SETUPS", "TrainConfig", "config_json", "trained_fields"]
 
 SETUPS = ("be", "ce", "sep", "joint")
 _RATES = ("hard_rate", "hard_other_group_rate", "text_hard_rate", "flip_negative_rate", "pool_negative_rate")
-RUN_ONLY = ("workers", "device", "log_every", "checkpoint_every")
+RUN_ONLY = ("workers", "device", "log_every", "checkpoint_every", "grad_checkpointing", "grad_accum")
 """Fields that change how a run executes, not what it trains."""
 
 
@@ -38,7 +38,8 @@ class TrainConfig:
     """Learning rate of a pretrained image encoder's CNN (``model.image_encoder=efficientnet-lite0``);
     0: ``lr_backbone``. Its new projection learns at ``lr_new``."""
     freeze_image_encoder: bool = False
-    """Keep a pretrained image encoder's CNN weights fixed (its projection still learns)."""
+    """Keep a pretrained image encoder's CNN weights fixed (its projection still learns); with
+    ``init``, the checkpoint's whole vision tower."""
     weight_decay: float = 0.01
     warmup_steps: int = 25
     """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
@@ -134,6 +135,28 @@ class TrainConfig:
     """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``)."""
     model: dict[str, Any] = field(default_factory=dict)
     """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
+    # --- fine-tuning a Hugging Face checkpoint instead of our own model (training.hf) ---
+    init: str = ""
+    """A local Hugging Face checkpoint folder to fine-tune: a CLIP-style dual encoder (``be``, and
+    the bi-encoder of ``sep``) or a BLIP-style image-text retrieval model with an ITM head (``ce``,
+    ``joint``). The result is one of our model folders (an adapter folder)."""
+    cross_init: str = ""
+    """``sep`` with ``init``: the BLIP-style checkpoint its cross-encoder starts from."""
+    miner: str = ""
+    """``ce`` with ``init``: a model folder of ours whose bi-encoder mines the hard negatives and
+    retrieves for the saved model (default: the checkpoint's own ITC head)."""
+    lr_init: float = 1e-5
+    """With ``init``: learning rate of the checkpoint's weights (parameters it lacks, such as BLIP's
+    contrastive temperature, learn at ``lr_new``)."""
+    sigmoid_loss: bool = False
+    """With ``init``: SigLIP's pairwise sigmoid loss for the bi-encoder instead of InfoNCE."""
+    freeze_vision_blocks: int = 0
+    """With ``init``: keep the vision tower's patch embedding and its first N blocks fixed."""
+    grad_checkpointing: bool = False
+    """With ``init``: recompute the checkpoint's activations in the backward pass (less memory)."""
+    grad_accum: int = 1
+    """With ``init``: a batch's rows run in this many chunks, one after the other, with the loss and
+    gradient of the whole batch (contrastive negatives from every chunk: cached embeddings)."""
 
     def validate(self) -> None:
         check_choice("set-up", self.setup, SETUPS)
@@ -174,6 +197,54 @@ class TrainConfig:
 
             check_langs_settings(self.langs or "en", config_json(self))
         check_choice("device", self.device, DEVICES)
+        self.check_init()
+
+    _INIT_ONLY = ("cross_init", "miner", "sigmoid_loss", "freeze_vision_blocks", "grad_checkpointing")
+    _NOT_WITH_INIT = (
+        "ce_negatives",
+        "ce_rows",
+        "cls_weight",
+        "pool_negative_rate",
+        "text_hard_rate",
+        "flip_negative_rate",
+        "ground_weight",
+        "backbone",
+        "init_from",
+    )
+
+    def check_init(self) -> None:
+        """The fields of fine-tuning a Hugging Face checkpoint (``init``), checked together."""
+        if self.grad_accum < 1 or self.grad_accum > self.batch_size:
+            raise ValueError(f"grad_accum must be within [1, batch_size], got {self.grad_accum}")
+        if self.freeze_vision_blocks < 0 or self.lr_init <= 0:
+            raise ValueError("freeze_vision_blocks must be >= 0 and lr_init > 0")
+        if not self.init:
+            for name in (*self._INIT_ONLY, "grad_accum"):
+                if getattr(self, name) != getattr(TrainConfig, name):
+                    raise ValueError(f"{name} works when fine-tuning a checkpoint (--init)")
+            return
+        defaults = TrainConfig()
+        for name in self._NOT_WITH_INIT:
+            if getattr(self, name) != getattr(defaults, name):
+                raise ValueError(
+                    f"{name} is for our own model; fine-tuning a checkpoint (--init) has no such option"
+                )
+        if self.ce_loss != "bce":
+            raise ValueError(
+                "fine-tuning a checkpoint trains its ITM head with the 2-class loss (ce_loss=bce)"
+            )
+        if self.setup == "sep" and not self.cross_init:
+            raise ValueError("--setup sep --init CLIP_DIR needs --cross-init BLIP_DIR for the cross-encoder")
+        if self.cross_init and self.setup != "sep":
+            raise ValueError("--cross-init is the cross-encoder checkpoint of --setup sep")
+        if self.miner and self.setup != "ce":
+            raise ValueError(
+                "--miner mines the negatives of --setup ce (joint and sep mine with their own bi-encoder)"
+            )
+        if self.sigmoid_loss and self.setup not in ("be", "sep"):
+            raise ValueError("sigmoid_loss is a bi-encoder loss: --setup be or sep")
+        if self.sigmoid_loss and self.bi_loss != "infonce":
+            raise ValueError("give sigmoid_loss or bi_loss=vsepp, not both")
 
     def scenes_needed(self) -> str:
         """The first option that reads shapes scenes (contrast captions, flips, grounding), or ''."""

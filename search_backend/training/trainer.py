@@ -518,11 +518,16 @@ def _finish(
 
 
 def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: bool = True) -> RetrievalModel:
-    """Train set-up ``cfg.setup`` into ``out`` and return the model (``sep`` -> a SepModel)."""
+    """Train set-up ``cfg.setup`` into ``out`` and return the model (``sep`` -> a SepModel; with
+    ``cfg.init``, a fine-tuned checkpoint as an AdapterModel, see :mod:`search_backend.training.hf`)."""
     from search_backend.model.sep import SepModel
 
     cfg.validate()
     out = Path(out)
+    if cfg.init:  # fine-tuning a Hugging Face checkpoint: its own loop (training.hf)
+        from search_backend.training.hf import train_hf
+
+        return train_hf(cfg, out, resume=resume, progress=progress)
     if cfg.setup != "sep":
         return train_single(cfg, out, resume=resume, progress=progress)
     d = init_distributed(cfg.device)
