@@ -89,6 +89,7 @@ def test_default_model_missing_tells_what_to_run(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("XMR_HOME", str(tmp_path))
+    monkeypatch.setenv("XMR_SHIPPED_MODEL", "false")  # an installation without the shipped model
     out = runner.invoke(xmr, ["eval", "--model", "default", "--size", "3"])
     assert out.exit_code != 0
     assert "xmr demo" in out.output
