@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from search_backend.jobs.models import ITEM_STATUSES
+from search_backend.rerank.schemas import error_responses
 from search_backend.web import INDEX_HTML, STATIC_DIR
 
 if TYPE_CHECKING:
@@ -61,6 +62,8 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
     from search_backend.web.thumbnails import ThumbnailNotFoundError, thumbnail_file
 
     router = APIRouter()
+    auth = (401,) if settings.api_key else ()  # ApiKeyGate answers 401 on every non-public path
+    post = (*auth, 404, 408, 409, 413, 422)  # a body is read (and bounded) before the route runs
 
     @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -74,7 +77,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
     def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
-    @router.get("/collections", tags=["page"])
+    @router.get("/collections", tags=["page"], responses=error_responses(*auth))
     def collections() -> dict[str, Any]:
         """Every collection with its model and the vectors in the store."""
         return {"collections": [c.to_json() for c in list_collections(engine, store)]}
@@ -83,7 +86,12 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         "/thumbnails/{collection}/{item_id}",
         tags=["page"],
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not an image of it"}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            304: {"description": "Not modified (the ETag of If-None-Match)."},
+            **error_responses(*auth),
+            404: {**error_responses(404)[404], "description": "Not an image id of that collection."},
+        },
     )
     def thumbnail(collection: str, item_id: str, request: Request) -> Response:
         """A JPEG (longest side ``XMR_THUMBNAIL_SIZE``) of image ``item_id`` of ``collection``."""
@@ -103,16 +111,16 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         except JobNotFoundError as e:
             raise HTTPException(404, str(e)) from None
 
-    @router.get("/jobs", tags=["jobs"])
+    @router.get("/jobs", tags=["jobs"], responses=error_responses(*auth, 422))
     def jobs(collection: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         """Indexing jobs, newest first, with their counts by item status."""
         return {"jobs": [j.to_json() for j in list_jobs(engine, collection=collection, limit=limit)]}
 
-    @router.get("/jobs/{job_id}", tags=["jobs"])
+    @router.get("/jobs/{job_id}", tags=["jobs"], responses=error_responses(*auth, 404, 422))
     def job(job_id: int) -> dict[str, Any]:
         return _job(job_id)
 
-    @router.get("/jobs/{job_id}/items", tags=["jobs"])
+    @router.get("/jobs/{job_id}/items", tags=["jobs"], responses=error_responses(*auth, 404, 422))
     def items(
         job_id: int, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
             raise HTTPException(404, str(e)) from None
         return {"job_id": job_id, "items": [r.to_json() for r in rows]}
 
-    @router.post("/jobs/{job_id}/retry", tags=["jobs"])
+    @router.post("/jobs/{job_id}/retry", tags=["jobs"], responses=error_responses(*post))
     def retry(job_id: int) -> dict[str, Any]:
         """Run the failed and cancelled items of a finished job again."""
         try:
@@ -141,7 +149,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         dispatched = dispatch_batches(settings, engine, job_id, batches)
         return {**_job(job_id), "batches": len(batches), "dispatched": dispatched}
 
-    @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
+    @router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=error_responses(*post))
     def cancel(job_id: int) -> dict[str, Any]:
         """Stop a job: pending items become ``cancelled`` (a batch already running finishes)."""
         try:
