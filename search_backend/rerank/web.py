@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 # FastAPI reads the routes' annotations at run time, so these names must exist at module level
 # (this module is imported by create_app only, never by the CLI).
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from search_backend.jobs.models import ITEM_STATUSES
@@ -36,6 +37,9 @@ PAGE_CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 """Content-Security-Policy of the page: it may load nothing from anywhere but the service."""
+
+JOB_ID = PathParam(ge=1, le=2**63 - 1, description="A job's id (a 64-bit SQL key).")
+"""Bounds of ``{job_id}``: a larger number is a 422, not a database error."""
 
 THUMBNAIL_CACHE_CONTROL = "private, max-age=604800, immutable"
 """Ids are content checksums, so a thumbnail never changes; ``private``: it is behind the API key."""
@@ -117,12 +121,12 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         return {"jobs": [j.to_json() for j in list_jobs(engine, collection=collection, limit=limit)]}
 
     @router.get("/jobs/{job_id}", tags=["jobs"], responses=error_responses(*auth, 404, 422))
-    def job(job_id: int) -> dict[str, Any]:
+    def job(job_id: int = JOB_ID) -> dict[str, Any]:
         return _job(job_id)
 
     @router.get("/jobs/{job_id}/items", tags=["jobs"], responses=error_responses(*auth, 404, 422))
     def items(
-        job_id: int, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
+        job_id: int = JOB_ID, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         """The job's items with this status (default ``failed``, with their reasons); ``all``: every item."""
         if status == "all":
@@ -138,7 +142,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         return {"job_id": job_id, "items": [r.to_json() for r in rows]}
 
     @router.post("/jobs/{job_id}/retry", tags=["jobs"], responses=error_responses(*post))
-    def retry(job_id: int) -> dict[str, Any]:
+    def retry(job_id: int = JOB_ID) -> dict[str, Any]:
         """Run the failed and cancelled items of a finished job again."""
         try:
             batches = retry_job(engine, job_id, batch_size=settings.index_batch_size)
@@ -150,7 +154,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         return {**_job(job_id), "batches": len(batches), "dispatched": dispatched}
 
     @router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=error_responses(*post))
-    def cancel(job_id: int) -> dict[str, Any]:
+    def cancel(job_id: int = JOB_ID) -> dict[str, Any]:
         """Stop a job: pending items become ``cancelled`` (a batch already running finishes)."""
         try:
             return cancel_job(engine, job_id).to_json()
