@@ -55,6 +55,13 @@ def plot_rerank_depth(curve: Mapping[str, Any], path: str | Path, *, title: str 
     ax.set_xlim(1, max(2, depths[-1]))
     ax.set_xlabel("rerank depth k (bi-encoder candidates scored by the cross-encoder)")
     ax.set_ylabel("Recall@1 (%)")
+    # at least a 20-point window: with few queries one query moves R@1 by several points, and an
+    # axis fitted to the data would draw that as a cliff
+    values = [float(v) for v in (*curve["t2i_r1"], *curve["i2t_r1"])]
+    low, high = min(values), max(values)
+    window = min(100.0, max(20.0, high - low + 4.0))
+    bottom = min(max(0.0, (low + high - window) / 2), 100.0 - window)
+    ax.set_ylim(bottom, bottom + window)
     ax.grid(True, which="major", alpha=0.3)
     timing = curve.get("timing") or {}
     handles, labels = ax.get_legend_handles_labels()
@@ -72,7 +79,9 @@ def plot_rerank_depth(curve: Mapping[str, Any], path: str | Path, *, title: str 
         right.set_ylim(bottom=0)
         handles.append(line)
         labels.append(f"ms/query ({timing.get('queries_each_way', '?')} queries each way)")
-    ax.legend(handles, labels, loc="lower right", fontsize=8)
+    ax.legend(
+        handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize=8, frameon=False
+    )
     ax.set_title(
         title
         or f"Retrieve then rerank: {curve['n_images']} images, {curve['n_captions']} captions, "

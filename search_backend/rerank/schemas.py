@@ -130,6 +130,7 @@ _WHY = {
     401: "Missing or wrong API key.",
     404: "Unknown collection or path.",
     408: "The request body did not arrive in time.",
+    409: "Conflicts with the current state (a job that is still running).",
     413: "Body, image or hit count over its limit.",
     422: "Invalid input, naming the field or the item and the reason.",
     503: "The store does not answer, or the request ran past its deadline.",

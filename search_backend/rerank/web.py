@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 # FastAPI reads the routes' annotations at run time, so these names must exist at module level
 # (this module is imported by create_app only, never by the CLI).
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
 
 from search_backend.jobs.models import ITEM_STATUSES
+from search_backend.rerank.schemas import error_responses
 from search_backend.web import INDEX_HTML, STATIC_DIR
 
 if TYPE_CHECKING:
@@ -35,6 +37,9 @@ PAGE_CSP = (
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
 )
 """Content-Security-Policy of the page: it may load nothing from anywhere but the service."""
+
+JOB_ID = PathParam(ge=1, le=2**63 - 1, description="A job's id (a 64-bit SQL key).")
+"""Bounds of ``{job_id}``: a larger number is a 422, not a database error."""
 
 THUMBNAIL_CACHE_CONTROL = "private, max-age=604800, immutable"
 """Ids are content checksums, so a thumbnail never changes; ``private``: it is behind the API key."""
@@ -61,6 +66,8 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
     from search_backend.web.thumbnails import ThumbnailNotFoundError, thumbnail_file
 
     router = APIRouter()
+    auth = (401,) if settings.api_key else ()  # ApiKeyGate answers 401 on every non-public path
+    post = (*auth, 404, 408, 409, 413, 422)  # a body is read (and bounded) before the route runs
 
     @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -74,7 +81,7 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
     def favicon() -> FileResponse:
         return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
-    @router.get("/collections", tags=["page"])
+    @router.get("/collections", tags=["page"], responses=error_responses(*auth))
     def collections() -> dict[str, Any]:
         """Every collection with its model and the vectors in the store."""
         return {"collections": [c.to_json() for c in list_collections(engine, store)]}
@@ -83,7 +90,12 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         "/thumbnails/{collection}/{item_id}",
         tags=["page"],
         response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not an image of it"}},
+        responses={
+            200: {"content": {"image/jpeg": {}}},
+            304: {"description": "Not modified (the ETag of If-None-Match)."},
+            **error_responses(*auth),
+            404: {**error_responses(404)[404], "description": "Not an image id of that collection."},
+        },
     )
     def thumbnail(collection: str, item_id: str, request: Request) -> Response:
         """A JPEG (longest side ``XMR_THUMBNAIL_SIZE``) of image ``item_id`` of ``collection``."""
@@ -103,18 +115,18 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         except JobNotFoundError as e:
             raise HTTPException(404, str(e)) from None
 
-    @router.get("/jobs", tags=["jobs"])
+    @router.get("/jobs", tags=["jobs"], responses=error_responses(*auth, 422))
     def jobs(collection: str | None = None, limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
         """Indexing jobs, newest first, with their counts by item status."""
         return {"jobs": [j.to_json() for j in list_jobs(engine, collection=collection, limit=limit)]}
 
-    @router.get("/jobs/{job_id}", tags=["jobs"])
-    def job(job_id: int) -> dict[str, Any]:
+    @router.get("/jobs/{job_id}", tags=["jobs"], responses=error_responses(*auth, 404, 422))
+    def job(job_id: int = JOB_ID) -> dict[str, Any]:
         return _job(job_id)
 
-    @router.get("/jobs/{job_id}/items", tags=["jobs"])
+    @router.get("/jobs/{job_id}/items", tags=["jobs"], responses=error_responses(*auth, 404, 422))
     def items(
-        job_id: int, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
+        job_id: int = JOB_ID, status: str | None = "failed", limit: int = Query(100, ge=1, le=1000)
     ) -> dict[str, Any]:
         """The job's items with this status (default ``failed``, with their reasons); ``all``: every item."""
         if status == "all":
@@ -129,8 +141,8 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
             raise HTTPException(404, str(e)) from None
         return {"job_id": job_id, "items": [r.to_json() for r in rows]}
 
-    @router.post("/jobs/{job_id}/retry", tags=["jobs"])
-    def retry(job_id: int) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/retry", tags=["jobs"], responses=error_responses(*post))
+    def retry(job_id: int = JOB_ID) -> dict[str, Any]:
         """Run the failed and cancelled items of a finished job again."""
         try:
             batches = retry_job(engine, job_id, batch_size=settings.index_batch_size)
@@ -141,8 +153,8 @@ def web_router(settings: Settings, engine: Engine, store: VectorStore) -> APIRou
         dispatched = dispatch_batches(settings, engine, job_id, batches)
         return {**_job(job_id), "batches": len(batches), "dispatched": dispatched}
 
-    @router.post("/jobs/{job_id}/cancel", tags=["jobs"])
-    def cancel(job_id: int) -> dict[str, Any]:
+    @router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses=error_responses(*post))
+    def cancel(job_id: int = JOB_ID) -> dict[str, Any]:
         """Stop a job: pending items become ``cancelled`` (a batch already running finishes)."""
         try:
             return cancel_job(engine, job_id).to_json()

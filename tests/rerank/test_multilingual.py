@@ -48,7 +48,10 @@ def ml_model_dir(
 
 @pytest.fixture()
 def collection(tmp_path: Path, ml_model_dir: Path):  # type: ignore[no-untyped-def]
-    settings = Settings(home=tmp_path / "home", model=str(ml_model_dir), threads=1)
+    # /rerank reads a hit's `source` only inside the image roots (harden): the scenes' folder
+    settings = Settings(
+        home=tmp_path / "home", model=str(ml_model_dir), threads=1, image_roots=str(tmp_path / "data")
+    )
     engine, store = ready_engine(settings), open_store(settings)
     create_collection(engine, store, settings, "ml")
     manifest = write_shapes(tmp_path / "data", "test", 4, 0, image_size=32, lang="all")

@@ -179,6 +179,10 @@ def test_jobs_api_lists_shows_failed_items_cancels_and_retries(env, tmp_path: Pa
     assert client.get(f"/jobs/{mixed}/items", params={"status": "weird"}).status_code == 422
     assert client.get("/jobs/9999").status_code == 404
     assert client.post("/jobs/9999/retry").status_code == 404
+    for bad in ("0", str(2**63), "9" * 30):  # outside a 64-bit key: 422, never a database error
+        assert client.get(f"/jobs/{bad}").status_code == 422
+        assert client.get(f"/jobs/{bad}/items").status_code == 422
+        assert client.post(f"/jobs/{bad}/cancel").status_code == 422
 
     # cancel a job nobody runs, then retry it: embedded mode runs it in the service's background
     pending = _index(
