@@ -168,7 +168,8 @@ def train_checkpoint(
     if d.main:  # only once the checkpoint (and the miner) passed their checks
         out.mkdir(parents=True, exist_ok=True)
     barrier(d)
-    skips = skips or SkipLog(out, resume=bool(state), enabled=d.main)
+    if skips is None:  # (an empty SkipLog is falsy: `skips or ...` would drop a shared one)
+        skips = SkipLog(out, resume=bool(state), enabled=d.main)
     if pool is None:
         from search_backend.training.trainer import prepare_data
 
@@ -503,21 +504,52 @@ def _finish(
 
 def _train_sep(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool) -> AdapterModel:
     """``be`` on ``init`` into ``out/bi``, then ``ce`` on ``cross_init`` into ``out/cross`` mined by
-    that bi-encoder; ``out`` names the two (each stage resumes on its own)."""
+    that bi-encoder; ``out`` names the two (each stage resumes on its own). As the trainer's own
+    ``sep``: one ``out/skipped.jsonl`` for both stages, and one reading of the data when the two
+    checkpoints take images of one size; each stage writes its ``metrics.jsonl``, ``curves.png``
+    and ``training.json`` in its folder."""
     from search_backend.model.adapters import AdapterModel
     from search_backend.model.base import CONFIG_NAME, write_model_config
+    from search_backend.training.trainer import prepare_data
 
     d = init_distributed(cfg.device)
-    skips = SkipLog(out, resume=resume, enabled=d.main and bool(cfg.manifest))
     be_cfg = replace(cfg, setup="be", cross_init="")
     ce_cfg = replace(cfg, setup="ce", init=cfg.cross_init, cross_init="", sigmoid_loss=False)
+    # both checkpoints are checked before anything is written or trained (a wrong --cross-init is
+    # not found after the bi-encoder's hours)
+    sizes = {
+        data_image_size(c, load_trainee(c.init, c.setup, flag=flag))
+        for c, flag in ((be_cfg, "--init"), (ce_cfg, "--cross-init"))
+    }
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    barrier(d)
+    skips = SkipLog(out, resume=resume, enabled=d.main)
+    be_data: dict[str, Any] = {}  # pool and validator: each stage its own unless shared here
+    ce_data: dict[str, Any] = {}
+    if len(sizes) == 1:
+        pool, validator = prepare_data(ce_cfg, sizes.pop(), skips)
+        be_validator = validator and Validator(
+            validator.corpus, be_cfg.selection(), validator.queries, seed=validator.seed, methods=("be",)
+        )
+        be_data, ce_data = {"pool": pool, "validator": be_validator}, {"pool": pool, "validator": validator}
     bi_dir, ce_dir = out / "bi", out / "cross"
     if (bi_dir / CONFIG_NAME).is_file() and not (bi_dir / _CKPT).exists():
         bi: AdapterModel = AdapterModel.load(bi_dir)
     else:
-        bi = train_checkpoint(be_cfg, bi_dir, resume=resume, progress=progress, dist=d, skips=skips)
+        bi = train_checkpoint(
+            be_cfg, bi_dir, resume=resume, progress=progress, dist=d, skips=skips, **be_data
+        )
     cross = train_checkpoint(
-        ce_cfg, ce_dir, miner=bi, keep_miner=False, resume=resume, progress=progress, dist=d, skips=skips
+        ce_cfg,
+        ce_dir,
+        miner=bi,
+        keep_miner=False,
+        resume=resume,
+        progress=progress,
+        dist=d,
+        skips=skips,
+        **ce_data,
     )
     model = AdapterModel(bi=bi, cross=cross)
     if d.main:

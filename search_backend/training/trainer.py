@@ -281,7 +281,8 @@ def train_single(
             if cfg.init_from
             else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
         )
-    skips = skips or SkipLog(out, resume=bool(state), enabled=d.main)
+    if skips is None:  # (an empty SkipLog is falsy: `skips or ...` would drop a shared one)
+        skips = SkipLog(out, resume=bool(state), enabled=d.main)
     if pool is None:
         pool, prepared = prepare_data(cfg, model.config.image_size, skips)
         validator = validator or prepared
@@ -533,7 +534,9 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     d = init_distributed(cfg.device)
     bi_cfg = TrainConfig(**{**asdict(cfg), "setup": "be"})
     bi_dir, ce_dir = out / "bi", out / "cross"
-    skips = SkipLog(out, resume=resume, enabled=d.main and bool(cfg.manifest))
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+    skips = SkipLog(out, resume=resume, enabled=d.main)
     pool, validator = prepare_data(cfg, JointConfig(**cfg.model).image_size, skips)
     be_validator = validator and Validator(
         validator.corpus, bi_cfg.selection(), validator.queries, seed=validator.seed, methods=("be",)

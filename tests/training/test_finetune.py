@@ -113,8 +113,13 @@ def _recall(results: dict[str, Any], method: str) -> float:
 
 
 def _run(cfg: TrainConfig, out: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
-    before = _untrained(cfg)
+    """(out, the untrained results, the last validation's). For sep, "untrained" is the starting
+    cross-encoder reranking the *trained* bi-encoder's top-k, so that rr's gain is the
+    cross-encoder's own (an untrained BLIP as both sides would credit it with the CLIP's)."""
+    before = _untrained(cfg) if cfg.setup != "sep" else {}
     train(cfg, out, progress=False)
+    if cfg.setup == "sep":
+        before = _untrained(replace(cfg, miner=str(out / "bi")))
     return out, before, _last_eval(out / "cross" if cfg.setup == "sep" else out)
 
 
@@ -125,7 +130,9 @@ def be_run(data: Path, clip_dir: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="module")
 def ce_run(data: Path, blip_dir: Path, be_run: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    cfg = _cfg(data, "ce", blip_dir, miner=str(be_run[0]))
+    # The matcher learns from random weights, its vision tower through the ITM loss alone: 200
+    # steps raised rr (mean R@5/R@10) from 44.8 by +2 at lr 3e-4, +12 at 1e-3, +24 at 2e-3.
+    cfg = _cfg(data, "ce", blip_dir, miner=str(be_run[0]), lr_init=2e-3)
     return _run(cfg, tmp_path_factory.mktemp("runs") / "ce")
 
 
@@ -136,7 +143,9 @@ def joint_run(data: Path, blip_dir: Path, tmp_path_factory: pytest.TempPathFacto
 
 @pytest.fixture(scope="module")
 def sep_run(data: Path, clip_dir: Path, blip_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    cfg = _cfg(data, "sep", clip_dir, cross_init=str(blip_dir), steps=150)  # each stage
+    # 200 steps each stage; lr 2e-3 as for ce (3e-3 diverged: rr 58 -> 49), fewer mined negatives:
+    # this cross-encoder is mined by a much better CLIP (be ~85) than ce's, so its negatives are harder
+    cfg = _cfg(data, "sep", clip_dir, cross_init=str(blip_dir), steps=200, lr_init=2e-3, hard_rate=0.2)
     return _run(cfg, tmp_path_factory.mktemp("runs") / "sep")
 
 
@@ -160,7 +169,8 @@ def test_ce_fine_tunes_a_blip_matcher_mined_by_a_miner(ce_run: Any, be_run: Any)
     # the miner is the saved bi-encoder: retrieval is the fine-tuned CLIP's, unchanged
     assert after["be"]["t2i"] == _last_eval(be_run[0])["be"]["t2i"]
     saved = json.loads((out / CONFIG_NAME).read_text())
-    assert saved["bi"]["kind"] == "xmr" and saved["cross"]["kind"] == "blip_matcher"
+    # the miner (a fine-tuned CLIP folder) is saved as its bi-encoder part
+    assert saved["bi"]["kind"] == "clip_dual_encoder" and saved["cross"]["kind"] == "blip_matcher"
 
 
 def test_joint_fine_tunes_one_blip_model_for_both_jobs(joint_run: Any) -> None:
@@ -180,7 +190,12 @@ def test_joint_fine_tunes_one_blip_model_for_both_jobs(joint_run: Any) -> None:
 
 def test_sep_fine_tunes_clip_then_blip_mined_by_it(sep_run: Any) -> None:
     out, before, after = sep_run
-    assert _recall(after, "rr") >= _recall(before, "rr") + 15, (before, after)
+    # `before` reranks the trained CLIP's top-20 with the untrained BLIP (see _run): any order of a
+    # good top-20 already keeps most R@5/R@10 (61 here, against 45 for ce's weaker retriever), so
+    # the cross-encoder's own gain is smaller than ce's: +11.5 measured (61.4 -> 72.9), and +0 for
+    # a cross-encoder that learnt nothing. (Against an untrained BLIP as both sides, as this test
+    # first had it, a run whose cross-encoder gained +5 on its own passed with 17.5 -> 62.)
+    assert _recall(after, "rr") >= _recall(before, "rr") + 10, (before, after)
     saved = json.loads((out / CONFIG_NAME).read_text())
     assert saved["bi"]["dir"] == "bi" and saved["cross"]["dir"] == "cross"
     cross = json.loads((out / "cross" / CONFIG_NAME).read_text())
@@ -212,10 +227,15 @@ def test_a_fine_tuned_folder_evaluates_indexes_searches_and_reranks(
     from search_backend.stores.factory import open_store
 
     out, _, after = request.getfixturevalue(f"{setup}_run")
-    assert (out / "train_config.json").is_file() and (out / "curves.png").stat().st_size > 1000
-    assert not (out / "checkpoint").exists() and not (out / "best").exists()
+    assert (out / "train_config.json").is_file()
+    for run in [out / "bi", out / "cross"] if setup == "sep" else [out]:  # sep: each stage its records
+        assert (run / "curves.png").stat().st_size > 1000 and (run / "metrics.jsonl").is_file()
+        assert json.loads((run / "training.json").read_text())["skipped"] == 1
+        assert not (run / "checkpoint").exists() and not (run / "best").exists()
+    # the one bad image is reported once (for sep: once for both stages, beside the model folder)
     skipped = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
     assert [Path(s["image"]).name for s in skipped] == ["corrupt.png"]
+    assert not list(out.glob("*/skipped.jsonl"))
     for part in out.rglob("config.json"):  # every Hugging Face part carries its processor
         assert (part.parent / "tokenizer_config.json").is_file()
         assert any(part.parent.glob("*processor*.json")), sorted(p.name for p in part.parent.iterdir())
@@ -249,15 +269,20 @@ def test_a_fine_tuned_folder_evaluates_indexes_searches_and_reranks(
     found = search(settings, engine, store, "c", text="a small red circle", k=3, k_retrieve=8)
     assert len(found.hits) == 3 and all(h.ce_score is not None for h in found.hits)
 
+    # the service reads no file a client names: hits by their indexed id in the collection, one inline
     images = sorted((tmp_path / "val" / "images").glob("*.png"))
-    hits = [{"id": f"h{i}", "score": 1.0, "source": str(p)} for i, p in enumerate(images)]
-    hits[2] = {"id": "h2", "score": 1.0, "image_base64": base64.b64encode(images[2].read_bytes()).decode()}
+    indexed = store.knn("c", model.encode_texts(["x"])[0], len(images), {"kind": "image"})
+    id_of = {Path(m.metadata["source"]).resolve(): m.id for m in indexed}
+    hits: list[dict[str, Any]] = [{"id": id_of[p.resolve()], "score": 1.0} for p in images]
+    inline = base64.b64encode(images[2].read_bytes()).decode()
+    hits[2] = {"id": "inline", "score": 1.0, "image_base64": inline}
     client = TestClient(create_app(settings))
-    r = client.post("/rerank", json={"query": {"text": "a small red circle"}, "hits": hits})
+    query = {"query": {"text": "a small red circle"}, "hits": hits, "collection": "c"}
+    r = client.post("/rerank", json=query)
     assert r.status_code == 200, r.text
     expected = model.score(["a small red circle"] * len(images), [load_image(p) for p in images])
     order = sorted(range(len(images)), key=lambda i: (-float(expected[i]), i))
-    assert [h["id"] for h in r.json()["hits"]] == [f"h{i}" for i in order]
+    assert [h["id"] for h in r.json()["hits"]] == [hits[i]["id"] for i in order]
 
 
 # ---------------------------------------------------------------- resume, accumulation, memory
@@ -434,8 +459,28 @@ def test_two_gloo_processes_train_like_one(small: Path, blip_dir: Path, tmp_path
     a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
     assert len(a) == len(b) == 4
     np.testing.assert_allclose(np.array(a), np.array(b), rtol=0, atol=1e-4)
-    wa, wb = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) < 1e-4
+    wa, wb = _without_key_biases(_weights(tmp_path / "one")), _without_key_biases(_weights(tmp_path / "two"))
+    assert wa.keys() == wb.keys()
+    assert max(float(np.abs(wa[k] - wb[k]).max()) for k in wa) < 1e-5  # ~1e-6 seen
+
+
+def _without_key_biases(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The weights less the attention key biases, which no loss can train: ``q . (k + b)`` adds the
+    same ``q . b`` to every logit of a query, which the softmax drops, so their exact gradient is 0.
+    What they get is rounding noise (~1e-9), which differs between one process and two (another
+    summation order); Adam divides it by its own root mean square into steps of ~lr with random
+    signs, so those (unused) values drift apart by up to ~lr per step (1.7e-4 after 4 steps at lr
+    1e-3, where every other weight agrees to ~1e-6). BLIP's vision tower packs q, k, v in one
+    ``qkv``: its middle third is the key's."""
+    out = {}
+    for name, value in weights.items():
+        if name.endswith(".key.bias"):
+            continue
+        if name.endswith(".qkv.bias"):
+            third = value.shape[0] // 3
+            value = np.concatenate([value[:third], value[2 * third :]])
+        out[name] = value
+    return out
 
 
 # ------------------------------------------------------------------------------------- errors
