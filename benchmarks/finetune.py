@@ -187,7 +187,8 @@ def run_case(case: Case, steps: int) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| case | options | batch | params (trained) | step s | peak RSS GiB | above model GiB | TFLOPs/step |",
+        "| case | options | batch | params (trained) | step s | peak RSS GiB | above model GiB"
+        " | TFLOPs/step |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -225,7 +226,12 @@ def main(argv: list[str] | None = None) -> None:
             continue
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(json.dumps(row) if args.json else f"{case.name}: {row['step_s']} s/step, peak {row['peak_gib']} GiB", flush=True)
+        print(
+            json.dumps(row)
+            if args.json
+            else f"{case.name}: {row['step_s']} s/step, peak {row['peak_gib']} GiB",
+            flush=True,
+        )
     if not args.json and rows:
         print()
         print(_table(rows))

@@ -120,6 +120,19 @@ class Settings:
     thumbnail_size: int = 256
     """Longest side, in pixels, of the JPEG thumbnails the search page shows (cached under
     ``$XMR_HOME/thumbnails``)."""
+    renditions: bool = True
+    """Indexing stores a model-ready rendition of each image (its reduced decode), and reranking
+    reads it instead of decoding the original (false: neither; originals are decoded per query)."""
+    renditions_dir: str = ""
+    """Folder of the renditions; empty = ``$XMR_HOME/renditions``. In service mode, a folder that the
+    workers and the service share."""
+    batching: bool = True
+    """The service's model work goes through one inference thread per process that batches the
+    pairs of concurrent requests together (false: each request runs its own model calls)."""
+    batch_max_pairs: int = 128
+    """A micro-batch is cut when it holds this many pairs (or texts) ..."""
+    batch_wait_ms: float = 5.0
+    """... or when its oldest request has waited this many milliseconds."""
 
     @property
     def image_root_paths(self) -> list[Path]:
@@ -141,6 +154,11 @@ class Settings:
     @property
     def thumbnails_dir(self) -> Path:
         return self.home / "thumbnails"
+
+    @property
+    def renditions_path(self) -> Path:
+        """Where renditions live: ``renditions_dir``, else ``$XMR_HOME/renditions``."""
+        return Path(self.renditions_dir).expanduser() if self.renditions_dir else self.home / "renditions"
 
     @property
     def default_model_dir(self) -> Path:

@@ -67,6 +67,8 @@ class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float]
     """Wall time of each stage: ``encode``, ``knn``, ``rerank`` (0 when off), ``total``."""
+    image_reads: dict[str, int] = field(default_factory=dict)
+    """Hit images read for reranking, by where from: ``rendition`` or ``original`` (the fallback)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,12 +88,28 @@ def _check_k(k: int, k_retrieve: int) -> None:
 
 
 def _hit_images(
-    matches: list[Match], settings: Settings, reduce_to: int, check: Callable[[], None]
+    matches: list[Match],
+    settings: Settings,
+    reduce_to: int,
+    check: Callable[[], None],
+    reads: dict[str, int],
 ) -> list[Image.Image | None]:
+    """Each hit's image: its rendition, else (counted in ``reads["original"]``) its original file."""
+    from search_backend.data.renditions import checksum_of_id, renditions_for
+
+    renditions = renditions_for(settings)
     out: list[Image.Image | None] = []
     for m in matches:
         check()
+        checksum = checksum_of_id(m.id) if renditions is not None else None
+        image = renditions.read(checksum, reduce_to) if renditions is not None and checksum else None
+        if image is not None:
+            reads["rendition"] = reads.get("rendition", 0) + 1
+            out.append(image)
+            continue
         source = m.metadata.get("source")
+        if source:
+            reads["original"] = reads.get("original", 0) + 1
         try:
             image = (
                 load_image(Path(source), reduce_to=reduce_to, max_bytes=settings.max_image_bytes)
@@ -179,9 +197,10 @@ def search(
     t2 = time.perf_counter()
 
     ce: list[float | None] = [None] * len(matches)
+    reads: dict[str, int] = {}
     if rerank and matches:
         if text is not None:
-            images = _hit_images(matches, settings, image_side(model), check)
+            images = _hit_images(matches, settings, image_side(model), check, reads)
             idx = [i for i, im in enumerate(images) if im is not None]
             texts = [text] * len(idx)
             pairs_images = [images[i] for i in idx]
@@ -204,4 +223,5 @@ def search(
         hits.sort(key=lambda h: (h.ce_score is None, -(h.ce_score or 0.0), h.bi_rank))
     timings = {"encode": (t1 - t0) * 1e3, "knn": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
     timings["total"] = sum(timings.values())
-    return SearchResult(collection, "text" if text is not None else "image", rerank, hits[:k], timings)
+    kind = "text" if text is not None else "image"
+    return SearchResult(collection, kind, rerank, hits[:k], timings, reads)

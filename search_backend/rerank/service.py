@@ -230,6 +230,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
                 check=deadline.check,
             )
             metrics.observe("/search", result.timings_ms)
+            metrics.count_images("/search", result.image_reads)
             return result.to_json()
 
         heavy = req.image_base64 is not None or max(req.k, req.k_retrieve) > _HEAVY_HITS
@@ -307,6 +308,7 @@ def _rerank(
         order = order[: req.top_k]
     timings = {"decode": (t1 - t0) * 1e3, "rerank": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
     metrics.observe("/rerank", timings)
+    metrics.count_images("/rerank", reader.reads)
     return {
         "hits": [
             {
