@@ -187,8 +187,8 @@ def run_case(case: Case, steps: int) -> dict[str, Any]:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| case | options | batch | params (trained) | step s | peak RSS GiB | above model GiB"
-        " | TFLOPs/step |",
+        "| case | options | batch | params (trained) | step s | peak RSS GiB | above model GiB "
+        "| TFLOPs/step |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from search_backend.config import Settings
+    from search_backend.rerank.batcher import ModelWork
     from search_backend.stores.base import Match, VectorStore
 
 __all__ = ["MAX_K", "SearchHit", "SearchResult", "read_query_image", "score_in_chunks", "search"]
@@ -162,13 +163,15 @@ def search(
     rerank: bool = True,
     filter: Mapping[str, Any] | None = None,
     check: Callable[[], None] | None = None,
+    work: ModelWork | None = None,
 ) -> SearchResult:
     """Two-stage search of ``collection`` with exactly one of ``text`` or ``image``.
 
     The text is normalised and checked (:func:`~search_backend.data.text.clean_text`, a
     ``TextError`` naming ``text``) and cut once to what the model reads; hit images are decoded
     reduced to the model's input size. ``check()`` is called between steps (the service's
-    deadline and client-gone test) and may raise to stop the work.
+    deadline and client-gone test) and may raise to stop the work. ``work`` makes the model calls
+    (the service's micro-batcher, :mod:`search_backend.rerank.batcher`); default: directly, here.
     """
     from search_backend.model.inputs import image_side, truncate_texts
     from search_backend.model.loading import cached_model
@@ -187,7 +190,10 @@ def search(
     t0 = time.perf_counter()
     if text is not None:
         (text,) = truncate_texts(model, [text])
-        query = model.encode_texts([text], settings.encode_batch_size)[0]
+        if work is not None:
+            query = work.encode_texts(model, [text], check)[0]
+        else:
+            query = model.encode_texts([text], settings.encode_batch_size)[0]
     else:
         assert image is not None
         query = model.encode_images([image], settings.encode_batch_size)[0]
@@ -209,7 +215,10 @@ def search(
             texts = truncate_texts(model, [str(matches[i].metadata["caption"]) for i in idx])
             pairs_images = [image] * len(idx)
         if idx:
-            scores = score_in_chunks(model, texts, pairs_images, settings.score_batch_size, check)
+            if work is not None:
+                scores = work.score(model, texts, pairs_images, check)
+            else:
+                scores = score_in_chunks(model, texts, pairs_images, settings.score_batch_size, check)
             for i, sc in zip(idx, scores, strict=True):
                 ce[i] = sc
     t3 = time.perf_counter()
