@@ -34,6 +34,9 @@ class Settings:
     """Transformer arithmetic: ``bf16`` (autocast; about 2x faster where the CPU has native bfloat16,
     e.g. AVX512-BF16 or AMX), ``fp32``, or ``auto`` (bf16 where supported, else fp32). Heads,
     projections and the returned vectors and scores stay float32."""
+    quantize: str = ""
+    """``int8``: saved joint models load with the transformer's linear layers dynamically quantised
+    to int8 (CPU inference; the heads, projections and image encoder stay float32). Empty: none."""
     encode_batch_size: int = 64
     """Batch size for bi-encoder inference (encode_texts / encode_images)."""
     score_batch_size: int = 128
@@ -184,7 +187,15 @@ def check_precision(precision: str) -> str:
     return check_choice("precision", precision, PRECISIONS)
 
 
-_CHECKS = {"precision": check_precision}
+QUANTIZE = ("", "int8")
+
+
+def check_quantize(quantize: str) -> str:
+    """``quantize`` if it is one of :data:`QUANTIZE`, else a ValueError naming it."""
+    return check_choice("quantize", quantize, QUANTIZE)
+
+
+_CHECKS = {"precision": check_precision, "quantize": check_quantize}
 """Settings whose values are checked when read, so a typo fails at start-up, not at first use."""
 
 
