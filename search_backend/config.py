@@ -34,6 +34,9 @@ class Settings:
     """Transformer arithmetic: ``bf16`` (autocast; about 2x faster where the CPU has native bfloat16,
     e.g. AVX512-BF16 or AMX), ``fp32``, or ``auto`` (bf16 where supported, else fp32). Heads,
     projections and the returned vectors and scores stay float32."""
+    quantize: str = ""
+    """``int8``: saved joint models load with the transformer's linear layers dynamically quantised
+    to int8 (CPU inference; the heads, projections and image encoder stay float32). Empty: none."""
     encode_batch_size: int = 64
     """Batch size for bi-encoder inference (encode_texts / encode_images)."""
     score_batch_size: int = 128
@@ -120,6 +123,19 @@ class Settings:
     thumbnail_size: int = 256
     """Longest side, in pixels, of the JPEG thumbnails the search page shows (cached under
     ``$XMR_HOME/thumbnails``)."""
+    renditions: bool = True
+    """Indexing stores a model-ready rendition of each image (its reduced decode), and reranking
+    reads it instead of decoding the original (false: neither; originals are decoded per query)."""
+    renditions_dir: str = ""
+    """Folder of the renditions; empty = ``$XMR_HOME/renditions``. In service mode, a folder that the
+    workers and the service share."""
+    batching: bool = True
+    """The service's model work goes through one inference thread per process that batches the
+    pairs of concurrent requests together (false: each request runs its own model calls)."""
+    batch_max_pairs: int = 128
+    """A micro-batch is cut when it holds this many pairs (or texts) ..."""
+    batch_wait_ms: float = 5.0
+    """... or when its oldest request has waited this many milliseconds."""
 
     @property
     def image_root_paths(self) -> list[Path]:
@@ -141,6 +157,11 @@ class Settings:
     @property
     def thumbnails_dir(self) -> Path:
         return self.home / "thumbnails"
+
+    @property
+    def renditions_path(self) -> Path:
+        """Where renditions live: ``renditions_dir``, else ``$XMR_HOME/renditions``."""
+        return Path(self.renditions_dir).expanduser() if self.renditions_dir else self.home / "renditions"
 
     @property
     def default_model_dir(self) -> Path:
@@ -166,7 +187,15 @@ def check_precision(precision: str) -> str:
     return check_choice("precision", precision, PRECISIONS)
 
 
-_CHECKS = {"precision": check_precision}
+QUANTIZE = ("", "int8")
+
+
+def check_quantize(quantize: str) -> str:
+    """``quantize`` if it is one of :data:`QUANTIZE`, else a ValueError naming it."""
+    return check_choice("quantize", quantize, QUANTIZE)
+
+
+_CHECKS = {"precision": check_precision, "quantize": check_quantize}
 """Settings whose values are checked when read, so a typo fails at start-up, not at first use."""
 
 

@@ -11,7 +11,10 @@ goes on; an item marked ``duplicate`` of it at submission fails with it (nothing
 
 Bounded memory: each image is decoded reduced to the model's input size, and the decoded images a
 batch holds are encoded (and let go) whenever they reach ``XMR_INDEX_BATCH_PIXELS``, so a batch of
-huge images never holds more than that. A store or database that does not answer raises
+huge images never holds more than that. Each decoded image is also stored once as its model-ready
+rendition (:mod:`search_backend.data.renditions`, unless ``XMR_RENDITIONS`` is off), which the
+service reranks from instead of decoding the original; a rendition that cannot be written is
+logged and skipped (the service falls back to the original). A store or database that does not answer raises
 :class:`TransientError` (or the driver's own error, see :data:`TRANSIENT_ERRORS`) so the caller
 retries the whole batch later.
 """
@@ -19,6 +22,7 @@ retries the whole batch later.
 from __future__ import annotations
 
 import hashlib
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,8 @@ if TYPE_CHECKING:
     from search_backend.stores.base import VectorStore
 
 __all__ = ["BatchResult", "TransientError", "fail_batch", "finish_job", "is_transient", "run_batch"]
+
+_log = logging.getLogger("xmr.indexing")
 
 
 class TransientError(RuntimeError):
@@ -199,7 +205,11 @@ def run_batch(settings: Settings, engine: Engine, store: VectorStore, job_id: in
 
 
 def _encode_images(model: Any, images: list[_Work], settings: Settings, reduce_to: int) -> None:
-    """Decode (reduced) and encode ``images``, holding at most ``index_batch_pixels`` decoded at once."""
+    """Decode (reduced) and encode ``images``, holding at most ``index_batch_pixels`` decoded at once;
+    each decoded image is stored as its rendition for ``reduce_to`` on the way."""
+    from search_backend.data.renditions import renditions_for
+
+    renditions = renditions_for(settings)
     held: list[_Work] = []
     pixels = 0
 
@@ -218,6 +228,11 @@ def _encode_images(model: Any, images: list[_Work], settings: Settings, reduce_t
     for w in images:
         _read_image(w, settings.max_image_bytes, reduce_to)
         if w.image is not None:
+            if renditions is not None and w.checksum:
+                try:
+                    renditions.write(w.checksum, reduce_to, w.image)
+                except OSError as e:  # optional: reranking falls back to the original
+                    _log.warning("rendition of %s not written: %s", w.path, e.strerror or e)
             held.append(w)
             pixels += w.image.width * w.image.height
             if pixels >= settings.index_batch_pixels:

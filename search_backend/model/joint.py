@@ -445,7 +445,19 @@ class JointModel:
             load_model(net, str(path / _WEIGHTS))
         except (RuntimeError, OSError) as exc:
             raise ModelLoadError(f"{path}: weights do not match the saved config ({exc})") from exc
-        return cls(net, tokenizer, cfg)
+        model = cls(net, tokenizer, cfg)
+        if get_settings().quantize == "int8":
+            model.quantize_int8()
+        return model
+
+    def quantize_int8(self) -> None:
+        """Dynamic int8 quantisation of the transformer's linear layers (CPU inference only)."""
+        import torch
+        from torch.ao.quantization import quantize_dynamic
+
+        self.net.backbone = quantize_dynamic(self.net.backbone, {torch.nn.Linear}, dtype=torch.qint8)
+        self.precision = "fp32"  # int8 kernels take float32 activations; no bf16 autocast around them
+        self.net.eval()
 
     def num_parameters(self) -> int:
         return sum(int(p.numel()) for p in self.net.parameters())

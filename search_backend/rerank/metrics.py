@@ -5,6 +5,9 @@
 path no route serves, so the number of label values is fixed by the app, whatever clients send.
 An exception no handler took is answered 500 (``{"detail": "internal error"}``), logged, and
 counted. ``xmr_stage_seconds{endpoint, stage}`` is the wall time of each stage of a request.
+``xmr_rerank_images_total{endpoint, source}`` counts the indexed images reranking read, by
+``source``: ``rendition`` (made at indexing) or ``original`` (no rendition: the file was decoded).
+``xmr_batch_pairs`` is the size of each micro-batch the inference thread ran (pairs or texts).
 """
 
 from __future__ import annotations
@@ -37,6 +40,23 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=self.registry,
         )
+        self.images = Counter(
+            "xmr_rerank_images",
+            "Indexed images read for reranking, by source: rendition, or original (no rendition)",
+            ["endpoint", "source"],
+            registry=self.registry,
+        )
+        self.batch_pairs = Histogram(
+            "xmr_batch_pairs",
+            "Pairs (or texts) in each micro-batch of the inference thread",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+
+    def count_images(self, endpoint: str, reads: dict[str, int]) -> None:
+        for source, n in reads.items():
+            if n:
+                self.images.labels(endpoint, source).inc(n)
 
     def observe(self, endpoint: str, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

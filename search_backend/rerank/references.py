@@ -3,8 +3,10 @@
 The service never opens a file because a client named it. A text query's hit gets its image
 
 1. inline (``image_base64``), decoded under the byte cap and the request's pixel budget;
-2. by its indexed id in ``collection``: the store's metadata for that id gives the file it was
-   indexed from (what an administrator put in the collection);
+2. by its indexed id in ``collection``: its model-ready rendition, made at indexing
+   (:mod:`search_backend.data.renditions`), else the file it was indexed from, which the store's
+   metadata for that id gives (what an administrator put in the collection); ``reads`` counts
+   which of the two each such image came from;
 3. by ``source``, only when that path, with every symbolic link resolved, lies inside one of the
    folders of ``XMR_IMAGE_ROOTS``. Every refusal of a ``source`` (outside the roots, missing, a
    folder, a device, unreadable, a link that leaves the roots) gets the one message
@@ -29,6 +31,7 @@ from search_backend.data.images import (
     decode_image_bytes,
     load_image,
 )
+from search_backend.data.renditions import checksum_of_id, renditions_for
 from search_backend.rerank.limits import RequestError
 
 if TYPE_CHECKING:
@@ -72,6 +75,9 @@ class ImageReader:
         self.deadline = deadline
         self.budget = PixelBudget(settings.max_request_pixels, "request")
         self.roots = settings.image_root_paths
+        self.renditions = renditions_for(settings)
+        self.reads: dict[str, int] = {}
+        """Indexed images read, by where from: ``rendition`` or ``original`` (the fallback)."""
 
     def _options(self, where: str) -> dict[str, Any]:
         return {
@@ -113,13 +119,22 @@ class ImageReader:
                 raise RequestError(422, f"{where}: {REFUSED}") from None
             raise self._image_error(e) from None
 
-    def indexed(self, meta: dict[str, Any] | None, where: str, collection: str) -> Image.Image:
+    def indexed(
+        self, meta: dict[str, Any] | None, where: str, collection: str, item_id: str = ""
+    ) -> Image.Image:
         self.deadline.check()
         if meta is None:
             raise RequestError(422, f"{where}: no item with this id in collection {collection!r}")
         source = meta.get("source")
         if meta.get("kind") != "image" or not isinstance(source, str) or not source:
             raise RequestError(422, f"{where}: item in collection {collection!r} is not an image")
+        checksum = checksum_of_id(item_id) if self.renditions is not None else None
+        if self.renditions is not None and checksum is not None:
+            image = self.renditions.read(checksum, self.reduce_to, item=where)
+            if image is not None:
+                self.reads["rendition"] = self.reads.get("rendition", 0) + 1
+                return image
+        self.reads["original"] = self.reads.get("original", 0) + 1
         try:  # the collection's own images: bounded by the deadline, not the client's pixel budget
             return load_image(os.fspath(source), **{**self._options(where), "budget": None})
         except ImageError as e:
@@ -150,7 +165,7 @@ class ImageReader:
                 images.append(self.source(hit.source, where))
             else:
                 assert collection is not None
-                images.append(self.indexed(meta[hit.id], where, collection))
+                images.append(self.indexed(meta[hit.id], where, collection, hit.id))
         return images
 
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from search_backend.config import Settings
+    from search_backend.rerank.batcher import ModelWork
     from search_backend.stores.base import Match, VectorStore
 
 __all__ = ["MAX_K", "SearchHit", "SearchResult", "read_query_image", "score_in_chunks", "search"]
@@ -67,6 +68,8 @@ class SearchResult:
     hits: list[SearchHit]
     timings_ms: dict[str, float]
     """Wall time of each stage: ``encode``, ``knn``, ``rerank`` (0 when off), ``total``."""
+    image_reads: dict[str, int] = field(default_factory=dict)
+    """Hit images read for reranking, by where from: ``rendition`` or ``original`` (the fallback)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -86,12 +89,28 @@ def _check_k(k: int, k_retrieve: int) -> None:
 
 
 def _hit_images(
-    matches: list[Match], settings: Settings, reduce_to: int, check: Callable[[], None]
+    matches: list[Match],
+    settings: Settings,
+    reduce_to: int,
+    check: Callable[[], None],
+    reads: dict[str, int],
 ) -> list[Image.Image | None]:
+    """Each hit's image: its rendition, else (counted in ``reads["original"]``) its original file."""
+    from search_backend.data.renditions import checksum_of_id, renditions_for
+
+    renditions = renditions_for(settings)
     out: list[Image.Image | None] = []
     for m in matches:
         check()
+        checksum = checksum_of_id(m.id) if renditions is not None else None
+        image = renditions.read(checksum, reduce_to) if renditions is not None and checksum else None
+        if image is not None:
+            reads["rendition"] = reads.get("rendition", 0) + 1
+            out.append(image)
+            continue
         source = m.metadata.get("source")
+        if source:
+            reads["original"] = reads.get("original", 0) + 1
         try:
             image = (
                 load_image(Path(source), reduce_to=reduce_to, max_bytes=settings.max_image_bytes)
@@ -144,13 +163,15 @@ def search(
     rerank: bool = True,
     filter: Mapping[str, Any] | None = None,
     check: Callable[[], None] | None = None,
+    work: ModelWork | None = None,
 ) -> SearchResult:
     """Two-stage search of ``collection`` with exactly one of ``text`` or ``image``.
 
     The text is normalised and checked (:func:`~search_backend.data.text.clean_text`, a
     ``TextError`` naming ``text``) and cut once to what the model reads; hit images are decoded
     reduced to the model's input size. ``check()`` is called between steps (the service's
-    deadline and client-gone test) and may raise to stop the work.
+    deadline and client-gone test) and may raise to stop the work. ``work`` makes the model calls
+    (the service's micro-batcher, :mod:`search_backend.rerank.batcher`); default: directly, here.
     """
     from search_backend.model.inputs import image_side, truncate_texts
     from search_backend.model.loading import cached_model
@@ -169,7 +190,10 @@ def search(
     t0 = time.perf_counter()
     if text is not None:
         (text,) = truncate_texts(model, [text])
-        query = model.encode_texts([text], settings.encode_batch_size)[0]
+        if work is not None:
+            query = work.encode_texts(model, [text], check)[0]
+        else:
+            query = model.encode_texts([text], settings.encode_batch_size)[0]
     else:
         assert image is not None
         query = model.encode_images([image], settings.encode_batch_size)[0]
@@ -179,9 +203,10 @@ def search(
     t2 = time.perf_counter()
 
     ce: list[float | None] = [None] * len(matches)
+    reads: dict[str, int] = {}
     if rerank and matches:
         if text is not None:
-            images = _hit_images(matches, settings, image_side(model), check)
+            images = _hit_images(matches, settings, image_side(model), check, reads)
             idx = [i for i, im in enumerate(images) if im is not None]
             texts = [text] * len(idx)
             pairs_images = [images[i] for i in idx]
@@ -190,7 +215,10 @@ def search(
             texts = truncate_texts(model, [str(matches[i].metadata["caption"]) for i in idx])
             pairs_images = [image] * len(idx)
         if idx:
-            scores = score_in_chunks(model, texts, pairs_images, settings.score_batch_size, check)
+            if work is not None:
+                scores = work.score(model, texts, pairs_images, check)
+            else:
+                scores = score_in_chunks(model, texts, pairs_images, settings.score_batch_size, check)
             for i, sc in zip(idx, scores, strict=True):
                 ce[i] = sc
     t3 = time.perf_counter()
@@ -204,4 +232,5 @@ def search(
         hits.sort(key=lambda h: (h.ce_score is None, -(h.ce_score or 0.0), h.bi_rank))
     timings = {"encode": (t1 - t0) * 1e3, "knn": (t2 - t1) * 1e3, "rerank": (t3 - t2) * 1e3}
     timings["total"] = sum(timings.values())
-    return SearchResult(collection, "text" if text is not None else "image", rerank, hits[:k], timings)
+    kind = "text" if text is not None else "image"
+    return SearchResult(collection, kind, rerank, hits[:k], timings, reads)

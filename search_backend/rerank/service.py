@@ -16,6 +16,11 @@ Every error answers ``{"detail": "<what>: <why>"}``: 400 bad base64, 401 no key,
 collection, 408 body too slow, 413 body / image / pixel budget / hit count over the limit, 422
 invalid input naming the field or item, 503 store down or deadline passed. Limits live in
 :mod:`search_backend.rerank.limits`, metrics in :mod:`search_backend.rerank.metrics`.
+
+Model work (query encoding, cross-encoder scores) goes through one inference thread per process
+that micro-batches concurrent requests (:mod:`search_backend.rerank.batcher`; ``XMR_BATCHING=0``:
+each request runs its own); hit images come from their renditions
+(:mod:`search_backend.data.renditions`), the original file only when there is none.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from search_backend.config import Settings
+    from search_backend.rerank.batcher import ModelWork
     from search_backend.stores.base import VectorStore
 
 __all__ = ["Query", "RerankHit", "RerankRequest", "SearchRequest", "create_app"]
@@ -101,6 +107,13 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
     metrics = Metrics()
     import os
 
+    from search_backend.rerank.batcher import DirectWork, MicroBatcher
+
+    work_path: ModelWork = (
+        MicroBatcher(settings.batch_max_pairs, settings.batch_wait_ms, on_batch=metrics.batch_pairs.observe)
+        if settings.batching
+        else DirectWork(settings.score_batch_size, settings.encode_batch_size)
+    )
     lane = HeavyLane(settings.heavy_requests)
     # All model work: as many at once as there are cores (more only adds memory and waiting).
     work_lane = HeavyLane(settings.model_requests or os.cpu_count() or 2)
@@ -228,8 +241,10 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
                 rerank=req.rerank,
                 filter=req.filter,
                 check=deadline.check,
+                work=work_path,
             )
             metrics.observe("/search", result.timings_ms)
+            metrics.count_images("/search", result.image_reads)
             return result.to_json()
 
         heavy = req.image_base64 is not None or max(req.k, req.k_retrieve) > _HEAVY_HITS
@@ -250,7 +265,7 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         _refuse_sources(req.hits, settings)  # before any waiting: a refusal costs nothing
 
         def work() -> dict[str, Any]:
-            return _rerank(settings, engine, the_store, req, text, deadline, metrics)
+            return _rerank(settings, engine, the_store, req, text, deadline, metrics, work_path)
 
         return await run_bounded(request, deadline, lambda: bounded(heavy, deadline, work))
 
@@ -266,13 +281,13 @@ def _rerank(
     text: str | None,
     deadline: Deadline,
     metrics: Metrics,
+    work: ModelWork,
 ) -> dict[str, Any]:
     from search_backend.jobs.collections import get_collection
     from search_backend.jobs.db import session_scope
     from search_backend.model.inputs import image_side, truncate_texts
     from search_backend.model.loading import resolve_model_path
     from search_backend.rerank.references import ImageReader, hit_captions
-    from search_backend.rerank.search import score_in_chunks
 
     if req.collection:
         with session_scope(engine) as s:
@@ -300,13 +315,14 @@ def _rerank(
         texts = truncate_texts(model, captions)
         images = [query_image] * len(req.hits)
     t1 = time.perf_counter()
-    scores = score_in_chunks(model, texts, images, settings.score_batch_size, deadline.check)
+    scores = work.score(model, texts, images, deadline.check)
     t2 = time.perf_counter()
     order = sorted(range(len(req.hits)), key=lambda i: (-scores[i], i))
     if req.top_k is not None:
         order = order[: req.top_k]
     timings = {"decode": (t1 - t0) * 1e3, "rerank": (t2 - t1) * 1e3, "total": (t2 - t0) * 1e3}
     metrics.observe("/rerank", timings)
+    metrics.count_images("/rerank", reader.reads)
     return {
         "hits": [
             {
