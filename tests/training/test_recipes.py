@@ -7,11 +7,11 @@ from search_backend.training.recipes import default_recipe, with_overrides
 
 def test_overrides_set_training_and_model_fields_with_their_types() -> None:
     base = default_recipe("joint")
-    cfg = with_overrides(base, ["steps=300", "hard_rate=0.5", "ce_loss=rank", "model.patch_size=16"])
+    cfg = with_overrides(base, ["steps=300", "hard_rate=0.5", "ce_loss=rank", "model.patch_size=8"])
     assert (cfg.steps, cfg.hard_rate, cfg.ce_loss) == (300, 0.5, "rank")
-    assert cfg.model == {**base.model, "patch_size": 16}
+    assert cfg.model == {**base.model, "patch_size": 8}
     assert with_overrides(base, ["model.max_text_len=32"]).model["max_text_len"] == 32  # not in the recipe
-    assert base.steps == 460 and base.model["patch_size"] == 8  # the recipe itself is untouched
+    assert base.steps == 450 and base.model["patch_size"] == 16  # the recipe itself is untouched
     assert with_overrides(base, []) == base
 
 
