@@ -46,7 +46,7 @@ from search_backend.training.distributed import (
 from search_backend.training.hf_model import Trainee, apply_memory_options, load_trainee
 from search_backend.training.hf_step import HFBatch, hf_step
 from search_backend.training.loader import LoadedBatch, StepBatches, batches
-from search_backend.training.records import MetricsLog, SkipLog, plot_curves
+from search_backend.training.records import MetricsLog, SkipLog, finish_run, plot_curves
 from search_backend.training.validation import Selection, Validator
 
 if TYPE_CHECKING:
@@ -60,7 +60,6 @@ _CKPT = "checkpoint"
 _BEST = "best"
 _STATE = "train_state.pt"
 _TRAIN_CONFIG = "train_config.json"
-_SUMMARY = "training.json"
 _SHAPES_SIZE = 64
 """The shapes pool is rendered at this size (its native one) and resized to the model's input."""
 
@@ -483,19 +482,16 @@ def _finish(
     model = build_model(trainee, role, miner, keep_miner=keep_miner)
     model.save(out)
     _write_train_config(out, cfg)
-    summary = {
-        "steps": steps_run,
-        "seconds": round(seconds, 1),
-        "skipped": len(skips),
-        "selected_step": selection.best_step if validated else steps_run,
-        "metric": cfg.selection() if validated else None,
-        "value": selection.best if validated else None,
-    }
-    (out / _SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(out)
-    for leftover in (out / _CKPT, best_dir):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    finish_run(
+        out,
+        steps_run=steps_run,
+        seconds=seconds,
+        skipped=len(skips),
+        selected_step=selection.best_step if validated else None,
+        metric=cfg.selection() if validated else None,
+        value=selection.best if validated else None,
+        leftovers=(out / _CKPT, best_dir),
+    )
     return model
 
 

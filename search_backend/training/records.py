@@ -23,11 +23,21 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CURVES_FILE", "METRICS_FILE", "SKIPPED_FILE", "MetricsLog", "SkipLog", "plot_curves"]
+__all__ = [
+    "CURVES_FILE",
+    "METRICS_FILE",
+    "SKIPPED_FILE",
+    "SUMMARY_FILE",
+    "MetricsLog",
+    "SkipLog",
+    "finish_run",
+    "plot_curves",
+]
 
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 CURVES_FILE = "curves.png"
+SUMMARY_FILE = "training.json"
 
 
 class MetricsLog:
@@ -145,3 +155,34 @@ def plot_curves(out: Path) -> Path | None:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def finish_run(
+    out: Path,
+    *,
+    steps_run: int,
+    seconds: float,
+    skipped: int,
+    selected_step: int | None,
+    metric: str | None,
+    value: float | None,
+    leftovers: tuple[Path, ...],
+) -> None:
+    """The records of a finished run beside its saved model: ``training.json`` (steps, seconds,
+    images skipped, the selected step and its metric; ``selected_step`` None: the last step),
+    ``curves.png``; then the run's leftover folders (checkpoint, best weights) go."""
+    import shutil
+
+    summary = {
+        "steps": steps_run,
+        "seconds": round(seconds, 1),
+        "skipped": skipped,
+        "selected_step": steps_run if selected_step is None else selected_step,
+        "metric": metric,
+        "value": value,
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(out)
+    for leftover in leftovers:
+        if leftover.exists():
+            shutil.rmtree(leftover)

@@ -49,7 +49,7 @@ from search_backend.training.distributed import (
 from search_backend.training.grounding import build_grounding_head
 from search_backend.training.loader import StepBatches, batches
 from search_backend.training.pairs import pool_neighbours
-from search_backend.training.records import MetricsLog, SkipLog, plot_curves
+from search_backend.training.records import MetricsLog, SkipLog, finish_run, plot_curves
 from search_backend.training.step import StepBatch, step_losses
 from search_backend.training.validation import Selection, Validator
 
@@ -71,7 +71,6 @@ __all__ = [
 _CKPT = "checkpoint"
 _BEST = "best"
 _TRAIN_CONFIG = "train_config.json"
-_SUMMARY = "training.json"
 
 
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
@@ -499,19 +498,16 @@ def _finish(
         model = best
     model.save(out)
     _write_train_config(out, cfg)
-    summary = {
-        "steps": steps_run,
-        "seconds": round(seconds, 1),
-        "skipped": len(skips),
-        "selected_step": selection.best_step if validated else steps_run,
-        "metric": cfg.selection() if validated else None,
-        "value": selection.best if validated else None,
-    }
-    (out / _SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
-    plot_curves(out)
-    for leftover in (out / _CKPT, best_dir):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+    finish_run(
+        out,
+        steps_run=steps_run,
+        seconds=seconds,
+        skipped=len(skips),
+        selected_step=selection.best_step if validated else None,
+        metric=cfg.selection() if validated else None,
+        value=selection.best if validated else None,
+        leftovers=(out / _CKPT, best_dir),
+    )
     return model
 
 
