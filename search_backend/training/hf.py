@@ -25,7 +25,6 @@ the miner as bi-encoder (or the checkpoint's ITC head) and the matcher as cross-
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search_backend.training.config import TrainConfig, config_json, trained_fields
+from search_backend.training.config import TrainConfig, trained_fields
 from search_backend.training.distributed import (
     Dist,
     barrier,
@@ -46,7 +45,14 @@ from search_backend.training.distributed import (
 from search_backend.training.hf_model import Trainee, apply_memory_options, load_trainee
 from search_backend.training.hf_step import HFBatch, hf_step
 from search_backend.training.loader import LoadedBatch, StepBatches, batches
-from search_backend.training.records import MetricsLog, SkipLog, finish_run, plot_curves
+from search_backend.training.records import (
+    MetricsLog,
+    SkipLog,
+    finish_run,
+    plot_curves,
+    trained_with,
+    write_train_config,
+)
 from search_backend.training.validation import Selection, Validator
 
 if TYPE_CHECKING:
@@ -59,7 +65,6 @@ __all__ = ["all_reduce_grads", "build_model", "train_checkpoint", "train_hf"]
 _CKPT = "checkpoint"
 _BEST = "best"
 _STATE = "train_state.pt"
-_TRAIN_CONFIG = "train_config.json"
 _SHAPES_SIZE = 64
 """The shapes pool is rendered at this size (its native one) and resized to the model's input."""
 
@@ -150,7 +155,7 @@ def train_checkpoint(
     ckpt = out / _CKPT
     state: dict[str, Any] = {}
     if resume and (ckpt / _STATE).is_file():
-        saved = _trained_with(ckpt)
+        saved = trained_with(ckpt)
         if saved is None or trained_fields(saved) != trained_fields(cfg):
             raise ValueError(f"{ckpt}: checkpoint was written with another training config; use a new --out")
         trainee = load_trainee(ckpt, role, d.device)
@@ -447,18 +452,9 @@ def _save_checkpoint(
             },
             tmp / _STATE,
         )
-        _write_train_config(tmp, cfg)
+        write_train_config(tmp, cfg)
 
     _replace_folder(out / _CKPT, write)
-
-
-def _write_train_config(path: Path, cfg: TrainConfig) -> None:
-    (path / _TRAIN_CONFIG).write_text(json.dumps(config_json(cfg), sort_keys=True))
-
-
-def _trained_with(path: Path) -> dict[str, Any] | None:
-    file = path / _TRAIN_CONFIG
-    return json.loads(file.read_text()) if file.is_file() else None
 
 
 def _finish(
@@ -481,7 +477,7 @@ def _finish(
         trainee.train(False)
     model = build_model(trainee, role, miner, keep_miner=keep_miner)
     model.save(out)
-    _write_train_config(out, cfg)
+    write_train_config(out, cfg)
     finish_run(
         out,
         steps_run=steps_run,
@@ -550,7 +546,7 @@ def _train_sep(cfg: TrainConfig, out: Path, *, resume: bool, progress: bool) -> 
     model = AdapterModel(bi=bi, cross=cross)
     if d.main:
         (out / CONFIG_NAME).unlink(missing_ok=True)
-        _write_train_config(out, cfg)
+        write_train_config(out, cfg)
         write_model_config(
             out,
             {

@@ -21,23 +21,30 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from search_backend.training.config import TrainConfig
 
 __all__ = [
     "CURVES_FILE",
     "METRICS_FILE",
     "SKIPPED_FILE",
     "SUMMARY_FILE",
+    "TRAIN_CONFIG_FILE",
     "MetricsLog",
     "SkipLog",
     "finish_run",
     "plot_curves",
+    "trained_with",
+    "write_train_config",
 ]
 
 METRICS_FILE = "metrics.jsonl"
 SKIPPED_FILE = "skipped.jsonl"
 CURVES_FILE = "curves.png"
 SUMMARY_FILE = "training.json"
+TRAIN_CONFIG_FILE = "train_config.json"
 
 
 class MetricsLog:
@@ -186,3 +193,19 @@ def finish_run(
     for leftover in leftovers:
         if leftover.exists():
             shutil.rmtree(leftover)
+
+
+def write_train_config(path: Path, cfg: TrainConfig) -> None:
+    """Every setting of the run, as ``path/train_config.json`` (what resuming checks against)."""
+    from search_backend.training.config import config_json
+
+    (path / TRAIN_CONFIG_FILE).write_text(json.dumps(config_json(cfg), sort_keys=True))
+
+
+def trained_with(path: str | Path) -> dict[str, Any] | None:
+    """The training config a model folder (or checkpoint) was trained with; None if not recorded."""
+    file = Path(path) / TRAIN_CONFIG_FILE
+    if not file.is_file():
+        return None
+    saved: dict[str, Any] = json.loads(file.read_text())
+    return saved

@@ -24,7 +24,6 @@ DistributedDataParallel (:mod:`search_backend.training.distributed`).
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -49,7 +48,14 @@ from search_backend.training.distributed import (
 from search_backend.training.grounding import build_grounding_head
 from search_backend.training.loader import StepBatches, batches
 from search_backend.training.pairs import pool_neighbours
-from search_backend.training.records import MetricsLog, SkipLog, finish_run, plot_curves
+from search_backend.training.records import (
+    MetricsLog,
+    SkipLog,
+    finish_run,
+    plot_curves,
+    trained_with,
+    write_train_config,
+)
 from search_backend.training.step import StepBatch, step_losses
 from search_backend.training.validation import Selection, Validator
 
@@ -70,7 +76,6 @@ __all__ = [
 
 _CKPT = "checkpoint"
 _BEST = "best"
-_TRAIN_CONFIG = "train_config.json"
 
 
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
@@ -190,24 +195,11 @@ def _save_checkpoint(
         },
         tmp / "train_state.pt",
     )
-    _write_train_config(tmp, cfg)
+    write_train_config(tmp, cfg)
     final = out / _CKPT
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
-
-
-def _write_train_config(path: Path, cfg: TrainConfig) -> None:
-    (path / _TRAIN_CONFIG).write_text(json.dumps(config_json(cfg), sort_keys=True))
-
-
-def trained_with(path: str | Path) -> dict[str, Any] | None:
-    """The training config a model folder (or checkpoint) was trained with; None if not recorded."""
-    file = Path(path) / _TRAIN_CONFIG
-    if not file.is_file():
-        return None
-    saved: dict[str, Any] = json.loads(file.read_text())
-    return saved
 
 
 def _load_checkpoint(out: Path, cfg: TrainConfig) -> tuple[JointModel, dict[str, Any]] | None:
@@ -497,7 +489,7 @@ def _finish(
         best.config.trained = model.config.trained
         model = best
     model.save(out)
-    _write_train_config(out, cfg)
+    write_train_config(out, cfg)
     finish_run(
         out,
         steps_run=steps_run,
