@@ -5,7 +5,9 @@ requests compete for the same cores with small forward passes. :class:`MicroBatc
 inference thread per process: a request queues its pairs (query text, hit image) or texts and
 waits; the thread cuts a batch when it holds ``max_pairs`` items or when its oldest request has
 waited ``wait_ms``, runs one forward pass over the pairs of every request in it, and hands each
-request its slice. A request larger than ``max_pairs`` is spread over several batches.
+request its slice. A request larger than ``max_pairs`` is spread over several batches. A batch
+takes the requests with the least work left first (a quarter of it is kept for the oldest one), so
+small queries pass a 1,000-hit rerank instead of waiting for all of it.
 
 Deadlines still hold: a waiting request calls its ``check()`` (the deadline and client-gone test
 of :mod:`search_backend.rerank.limits`) every few milliseconds; when it raises, the request stops
@@ -114,6 +116,7 @@ class MicroBatcher:
         self._queue: list[_Job] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._oldest_turn = False
         self.batches = 0
         """Batches run so far (for tests and diagnostics)."""
 
@@ -166,26 +169,45 @@ class MicroBatcher:
                         return None
                     self._cond.wait(self.idle_s)
                     continue
-                head = self._queue[0].key
-                pending = sum(j.left for j in self._queue if j.key == head)
-                due = self._queue[0].arrived + self.wait_s - time.monotonic()
+                # A batch holds one kind of work (scores or text vectors, one model): the kind of
+                # the smallest waiting job, and every other batch the oldest job's kind, so that
+                # neither a long rerank nor a stream of short queries holds the other up.
+                lead = self._queue[0] if self._oldest_turn else min(self._queue, key=lambda j: j.left)
+                group = [j for j in self._queue if j.key == lead.key]
+                pending = sum(j.left for j in group)
+                due = group[0].arrived + self.wait_s - time.monotonic()
                 if pending >= self.max_pairs or due <= 0:
                     break
                 self._cond.wait(due)
-            pieces: list[tuple[_Job, int, int]] = []
-            room = self.max_pairs
-            for job in list(self._queue):
-                if room == 0:
-                    break
-                if job.key != head:
-                    continue
-                n = min(room, job.left)
-                pieces.append((job, job.taken, job.taken + n))
-                job.taken += n
-                room -= n
-                if job.left == 0:
-                    self._queue.remove(job)
-            return pieces
+            self._oldest_turn = not self._oldest_turn
+            return self._cut(group)
+
+    def _cut(self, jobs: list[_Job]) -> list[tuple[_Job, int, int]]:
+        """Take one batch from ``jobs`` (same op and model, oldest first): shortest remaining work
+        first, so a 20-hit query is not held up behind a 1,000-hit rerank that came first, with
+        ``max_pairs // 4`` kept for the oldest job, so that a large one still advances in every
+        batch however many small ones keep arriving. Called with the lock held."""
+        want = dict.fromkeys(jobs, 0)
+        room = self.max_pairs
+        oldest = jobs[0]
+        want[oldest] = min(oldest.left, max(1, self.max_pairs // 4))
+        room -= want[oldest]
+        for job in sorted(jobs, key=lambda j: j.left):  # stable: equal sizes keep their arrival order
+            if room == 0:
+                break
+            n = min(room, job.left - want[job])
+            want[job] += n
+            room -= n
+        pieces: list[tuple[_Job, int, int]] = []
+        for job in jobs:
+            n = want[job]
+            if n == 0:
+                continue
+            pieces.append((job, job.taken, job.taken + n))
+            job.taken += n
+            if job.left == 0:
+                self._queue.remove(job)
+        return pieces
 
     def _loop(self) -> None:
         while True:

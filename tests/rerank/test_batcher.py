@@ -94,6 +94,11 @@ class _SlowModel:
         self.scored.extend(texts)
         return np.array([len(t) for t in texts], dtype=np.float32)
 
+    def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        time.sleep(self.seconds)
+        self.scored.extend(texts)
+        return np.ones((len(texts), 2), dtype=np.float32)
+
 
 def test_deadline_is_respected_while_queued() -> None:
     model = _SlowModel(0.6)
@@ -122,6 +127,49 @@ def test_a_failing_request_does_not_fail_the_others() -> None:
     )
     assert good == [3.0, 2.0]
     assert isinstance(bad, ValueError) and "bad text" in str(bad)
+
+
+def test_a_small_request_passes_a_large_one_queued_before_it() -> None:
+    model = _SlowModel(0.02)
+    batcher = MicroBatcher(max_pairs=8, wait_ms=0)
+    big = threading.Thread(target=batcher.score, args=(model, ["big"] * 400, [None] * 400, _no_check))
+    big.start()
+    time.sleep(0.1)  # the large request's batches are running (50 of them in all)
+    assert batcher.score(model, ["small"] * 4, [None] * 4, _no_check) == [5.0] * 4
+    # answered within a batch or two, not after the whole large request (first in, first out: 400)
+    assert model.scored.count("big") < 200
+    vectors = batcher.encode_texts(model, ["a query"], _no_check)  # another kind of work passes too
+    assert vectors.shape == (1, 2) and model.scored.count("big") < 250
+    big.join(timeout=30)
+    assert model.scored.count("big") == 400
+
+
+def test_a_large_request_still_advances_while_small_ones_keep_coming() -> None:
+    model = _SlowModel(0.01)
+    batcher = MicroBatcher(max_pairs=8, wait_ms=0)
+    out: dict[str, Any] = {}
+
+    def large() -> None:
+        out["big"] = batcher.score(model, ["big"] * 40, [None] * 40, _no_check)
+        out["at"] = time.monotonic()
+
+    big = threading.Thread(target=large)
+    big.start()
+    stop = time.monotonic() + 3.0
+
+    def stream() -> None:  # each small request alone would fill a batch
+        while time.monotonic() < stop and "big" not in out:
+            batcher.score(model, ["s"] * 8, [None] * 8, _no_check)
+
+    threads = [threading.Thread(target=stream) for _ in range(3)]
+    for t in threads:
+        t.start()
+    big.join(timeout=10)
+    for t in threads:
+        t.join(timeout=10)
+    assert out.get("big") == [3.0] * 40
+    assert out["at"] < stop  # done while the stream still ran (a quarter of each batch is its)
+    assert model.scored.count("s") > 0
 
 
 def _batches(metrics: str) -> float:
