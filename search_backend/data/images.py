@@ -24,7 +24,8 @@ decodes only what a consumer of that many pixels per side needs (JPEG: Pillow's 
 1/4 or 1/8 scale; other formats: reduced by an integer factor in their own mode right after
 decoding, before any RGB copy); a :class:`PixelBudget` caps the header pixels of all the images
 of one request or batch; and :func:`set_decode_gate` bounds the full-size pixels being decoded
-at once across the whole process, so concurrent requests cannot add up to more memory than that.
+at once across the whole process, so concurrent requests cannot add up to more memory than that;
+decodes of 16 megapixels or more run at a lower CPU priority (:mod:`search_backend.data.background`).
 Messages that libtiff writes to the process's stderr while decoding a TIFF become the reason.
 """
 
@@ -40,6 +41,8 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
+
+from search_backend.data.background import low_priority, run_low_priority
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -261,18 +264,12 @@ def _decode_quietly(
     if reduce_to:
         with contextlib.suppress(Exception):  # only JPEG decoders take a draft; others ignore it
             img.draft("RGB", (reduce_to, reduce_to))
-    with _GATE.hold(img.size[0] * img.size[1]):  # (after draft: what will really be decoded)
-        try:
-            with _libtiff_messages(img.format == "TIFF") as messages:
-                img.load()
-        except Exception as e:
-            detail = " ".join(messages).strip() or _describe(e)
-            raise ImageError(item, f"corrupt or truncated image: {detail}") from None
-        orientation = _orientation(img)
-        try:
-            small = _reduce(img, reduce_to) if reduce_to else img
-        except Exception as e:
-            raise ImageError(item, f"cannot reduce {img.mode} image: {_describe(e)}") from None
+    pixels = img.size[0] * img.size[1]  # (after draft: what will really be decoded)
+    with _GATE.hold(pixels):
+        if low_priority(pixels):  # seconds of CPU: leave the cores to normal work first
+            small, orientation = run_low_priority(lambda: _load_and_reduce(img, item, reduce_to))
+        else:
+            small, orientation = _load_and_reduce(img, item, reduce_to)
     try:
         return _transpose(_to_rgb(small), orientation)
     except Exception as e:  # conversion of an exotic mode failed
@@ -282,6 +279,21 @@ def _decode_quietly(
             img.close()
             del img
             _release_memory()
+
+
+def _load_and_reduce(img: Image.Image, item: str, reduce_to: int | None) -> tuple[Image.Image, int]:
+    """Decode ``img``'s pixels and reduce them for ``reduce_to``: (the image, its EXIF orientation)."""
+    try:
+        with _libtiff_messages(img.format == "TIFF") as messages:
+            img.load()
+    except Exception as e:
+        detail = " ".join(messages).strip() or _describe(e)
+        raise ImageError(item, f"corrupt or truncated image: {detail}") from None
+    orientation = _orientation(img)
+    try:
+        return (_reduce(img, reduce_to) if reduce_to else img), orientation
+    except Exception as e:
+        raise ImageError(item, f"cannot reduce {img.mode} image: {_describe(e)}") from None
 
 
 _TRIM_PIXELS = 16_000_000

@@ -96,6 +96,51 @@ def test_other_large_images_are_reduced_before_the_rgb_copy(monkeypatch: pytest.
     assert all(w * h <= 128 * 128 for _, (w, h) in converted), converted
 
 
+def test_large_decodes_run_at_a_lower_cpu_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16-megapixel-or-larger decode runs on the low-priority thread (nice +10 on Linux), so that
+    a hostile 64-megapixel image does not take the CPU from the model work of normal queries."""
+    import os
+    import sys
+    import threading
+
+    from PIL import Image
+
+    from search_backend.data import images
+
+    where: list[tuple[str, int]] = []
+    real = images._load_and_reduce
+
+    def spy(img: Image.Image, item: str, reduce_to: int | None) -> tuple[Image.Image, int]:
+        where.append(
+            (threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        )
+        return real(img, item, reduce_to)
+
+    monkeypatch.setattr(images, "_load_and_reduce", spy)
+    for side in (4200, 256):  # 17.6 megapixels, then a small one
+        buf = io.BytesIO()
+        Image.new("RGB", (side, side), "red").save(buf, "PNG")
+        img = decode_image_bytes(buf.getvalue(), item=f"{side}.png", reduce_to=64)
+        assert img.getpixel((0, 0)) == (255, 0, 0)
+    (big_thread, big_nice), (small_thread, small_nice) = where
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert big_thread.startswith("xmr-decode-low") and small_thread == threading.current_thread().name
+    assert small_nice == mine
+    if sys.platform.startswith("linux"):
+        assert big_nice == min(mine + 10, 19)
+    with pytest.raises(ImageError) as e:  # errors come back to the caller, naming the item
+        decode_image_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + b"\x00" * 8
+            + b"IHDR"
+            + struct.pack(">II", 5000, 4000)
+            + b"\x08\x02\x00\x00\x00"
+            + b"\x00" * 40,
+            item="cut.png",
+        )
+    assert e.value.item == "cut.png"
+
+
 def test_byte_cap_is_checked_before_reading(tmp_path: Path) -> None:
     sparse = tmp_path / "sparse.png"
     with sparse.open("wb") as fh:  # a 3 GB sparse file: nothing is on disk, nothing may be read
