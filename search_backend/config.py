@@ -115,7 +115,9 @@ class Settings:
     keep_alive_timeout: float = 5.0
     """Seconds an idle kept-alive connection stays open."""
     model_requests: int = 4
-    """Requests doing model work at once (the rest wait, within their deadline); 0 = the cores."""
+    """Without batching (``XMR_BATCHING=0``): requests doing model work at once (the rest wait,
+    within their deadline); 0 = the cores. With batching every request queues at the inference
+    thread, which runs one batch at a time."""
     heavy_requests: int = 1
     """Heavy requests (over 64 hits or k_retrieve, or with client-sent images) doing model work at once."""
     max_connections: int = 64

@@ -186,15 +186,20 @@ class MicroBatcher:
         """Take one batch from ``jobs`` (same op and model, oldest first): shortest remaining work
         first, so a 20-hit query is not held up behind a 1,000-hit rerank that came first, with
         ``max_pairs // 4`` kept for the oldest job, so that a large one still advances in every
-        batch however many small ones keep arriving. Called with the lock held."""
+        batch however many small ones keep arriving. A job with more than a batch left does not
+        fill the rest of a batch that small jobs share (a full batch would take them longer);
+        alone, it gets whole batches. Called with the lock held."""
         want = dict.fromkeys(jobs, 0)
         room = self.max_pairs
+        small_waiting = any(j.left <= self.max_pairs for j in jobs)
         oldest = jobs[0]
         want[oldest] = min(oldest.left, max(1, self.max_pairs // 4))
         room -= want[oldest]
         for job in sorted(jobs, key=lambda j: j.left):  # stable: equal sizes keep their arrival order
             if room == 0:
                 break
+            if job.left > self.max_pairs and small_waiting:
+                continue  # a large job beside others gets its quarter only: they set the batch's pace
             n = min(room, job.left - want[job])
             want[job] += n
             room -= n

@@ -115,13 +115,15 @@ def create_app(settings: Settings, store: VectorStore | None = None) -> FastAPI:
         else DirectWork(settings.score_batch_size, settings.encode_batch_size)
     )
     lane = HeavyLane(settings.heavy_requests)
-    # All model work: as many at once as there are cores (more only adds memory and waiting).
-    work_lane = HeavyLane(settings.model_requests or os.cpu_count() or 2)
+    # Unbatched, every request runs its own forward passes: as many at once as there are cores
+    # (more only adds memory and waiting). Batched, the inference thread already runs one batch at
+    # a time and orders the queue (small requests first); a lane in front of it would only keep
+    # queries out of the batches that have room for them.
+    work_lane = None if settings.batching else HeavyLane(settings.model_requests or os.cpu_count() or 2)
 
     def bounded(heavy: bool, deadline: Deadline, work: Any) -> Any:
-        if heavy:
-            return lane.run(deadline, lambda: work_lane.run(deadline, work))
-        return work_lane.run(deadline, work)
+        run = work if work_lane is None else (lambda: work_lane.run(deadline, work))
+        return lane.run(deadline, run) if heavy else run()
 
     app = FastAPI(
         title=_TITLE,
