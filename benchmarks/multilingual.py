@@ -90,7 +90,19 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=20, help="candidates reranked by RR")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None, help="also write the raw results here")
+    ap.add_argument("--rows", default="en,all", help="which rows to train / evaluate: en, all or en,all")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="a --json file of an earlier run: its rows join the table (e.g. rows run in parallel)",
+    )
     args = ap.parse_args()
+    wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
+    for r in wanted:
+        if r not in ROWS:
+            ap.error(f"--rows: unknown row {r!r} (choose from {', '.join(ROWS)})")
 
     from search_backend.model import load_model
 
@@ -100,6 +112,8 @@ def main() -> None:
     models: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     for row, given in (("en", args.model_en), ("all", args.model_all)):
+        if row not in wanted:
+            continue
         if given is not None:
             models[row] = load_model(str(given))
         elif args.train:
@@ -112,14 +126,19 @@ def main() -> None:
             )
         else:
             print(f"[{row}] no model (--model-{row} DIR or --train): row left out", flush=True)
-    if not models:
-        ap.error("nothing to evaluate: give --model-en / --model-all or --train")
-
     rows: dict[str, dict[str, dict[str, float]]] = {}
     raw: dict[str, dict[str, Any]] = {}
+    for earlier in args.merge:
+        done = json.loads(earlier.read_text())
+        rows.update(done["table"])
+        raw.update(done.get("raw", {}))
+        seconds.update(done.get("train_seconds", {}))
+    if not models and not rows:
+        ap.error("nothing to evaluate: give --model-en / --model-all or --train")
     for row, model in models.items():
         label = ROWS[row]
         rows[label] = {"be": {}, "rr": {}}
+        raw.pop(row, None)
         image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
         for lang in langs:
             corpus = shapes_corpus("test", args.size, args.seed, image_size=image_size, lang=lang)
