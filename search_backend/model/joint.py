@@ -69,6 +69,13 @@ class JointConfig:
     layer: early fusion) or n (late fusion: text and image pass the lower layers alone, exactly as
     in twin mode, then the last n layers attend across both). Late fusion shares the lower layers'
     work with twin mode and across pairs, so a cross pass costs about n / L of an early-fusion one."""
+    cross_attention: int = 0
+    """Late fusion only: how many freshly initialised cross-attention blocks (the text's lower
+    states as queries, the image's as keys and values, then an MLP; pre-norm, residual) run on the
+    text before the fusion layers, learning at the new modules' rate. The pretrained layers'
+    attention has only ever matched words with words; these blocks start from nothing and only
+    have to learn which patches a word is about (as the cross-attention layers of ALBEF and BLIP
+    do). Twin mode never passes them, so the bi-encoder is unchanged. 0: none."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -107,6 +114,28 @@ def _torch_modules() -> Any:
     """The nn.Module class, defined on first use so that importing this module stays torch-free."""
     import torch
     from torch import nn
+
+    class _CrossBlock(nn.Module):
+        """Text queries over image keys and values, then an MLP (pre-norm, residual). The output
+        projections start at zero, so at initialisation the block passes the text through."""
+
+        def __init__(self, hidden: int, heads: int) -> None:
+            super().__init__()
+            self.norm_q = nn.LayerNorm(hidden)
+            self.norm_kv = nn.LayerNorm(hidden)
+            self.attn = nn.MultiheadAttention(hidden, heads, batch_first=True)
+            self.norm_mlp = nn.LayerNorm(hidden)
+            out = nn.Linear(4 * hidden, hidden)
+            self.mlp = nn.Sequential(nn.Linear(hidden, 4 * hidden), nn.GELU(), out)
+            for layer in (self.attn.out_proj, out):
+                nn.init.zeros_(layer.weight)
+                nn.init.zeros_(layer.bias)
+
+        def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+            kv = self.norm_kv(image)
+            attended, _ = self.attn(self.norm_q(text), kv, kv, need_weights=False)
+            text = text + attended
+            return text + self.mlp(self.norm_mlp(text))
 
     class JointNet(nn.Module):
         """The trainable parameters. ``JointModel`` wraps it with the tokenizer and inference API."""
@@ -171,6 +200,12 @@ def _torch_modules() -> Any:
                     f"{type(backbone).__name__} has none"
                 )
             self.fusion_start = self.n_layers - cfg.cross_layers
+            if cfg.cross_attention and not cfg.cross_layers:
+                raise ValueError("cross_attention needs late fusion (cross_layers > 0)")
+            heads = int(getattr(backbone.config, "num_attention_heads", 1) or 1)
+            self.cross_blocks = nn.ModuleList(
+                [_CrossBlock(hidden, heads) for _ in range(max(0, int(cfg.cross_attention)))]
+            )
 
         # -- building blocks ---------------------------------------------------------------
         def _word_embeddings(self) -> Any:
@@ -260,6 +295,8 @@ def _torch_modules() -> Any:
             self, text_lower: torch.Tensor, mask: torch.Tensor, image_lower: torch.Tensor
         ) -> torch.Tensor:
             """Late fusion: the top ``cross_layers`` layers over a text's and an image's lower states."""
+            for block in self.cross_blocks:
+                text_lower = block(text_lower, image_lower)
             hidden = torch.cat([text_lower, image_lower], dim=1)
             ones = torch.ones(image_lower.shape[:2], dtype=mask.dtype, device=mask.device)
             return self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)

@@ -110,3 +110,32 @@ def test_the_residual_readout_starts_at_the_bi_encoder_logit(
         pair, (model.encode_texts(texts[:1]) @ model.encode_images(images).T)[0] * 20, atol=1e-4
     )
     assert not cls.any()
+
+
+def test_cross_attention_blocks_start_as_a_pass_through_and_save_with_the_model(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path: Path
+) -> None:
+    """Fresh text-over-image cross-attention before the fusion layers: zero-initialised outputs, so
+    at first the cross pass is exactly late fusion's; twin mode never passes them; once their
+    weights move, cross scores change and the saved folder restores them."""
+    import torch
+
+    items = list(make_shapes("test", 3, 0, image_size=32))
+    texts, images = [it.captions[0] for it in items], [it.image for it in items]
+    late = JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, cross_layers=1))
+    cfg = JointConfig(**tiny_model_config, cross_layers=1, cross_attention=2)
+    xattn = JointModel.from_backbone(tiny_backbone, cfg)
+    missing, _ = xattn.net.load_state_dict(late.net.state_dict(), strict=False)
+    assert missing and all(name.startswith("cross_blocks.") for name in missing)
+    np.testing.assert_allclose(xattn.score(texts, images), late.score(texts, images), atol=1e-5)
+    np.testing.assert_array_equal(xattn.encode_images(images), late.encode_images(images))
+    with torch.no_grad():
+        for p in xattn.net.cross_blocks.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    moved = xattn.score(texts, images)
+    assert not np.allclose(moved, late.score(texts, images), atol=1e-3)
+    np.testing.assert_array_equal(xattn.encode_texts(texts), late.encode_texts(texts))
+    xattn.save(tmp_path / "m")
+    np.testing.assert_allclose(JointModel.load(tmp_path / "m").score(texts, images), moved, atol=1e-5)
+    with pytest.raises(ValueError, match="cross_attention needs late fusion"):
+        JointModel.from_backbone(tiny_backbone, JointConfig(**tiny_model_config, cross_attention=1))
