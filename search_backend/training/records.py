@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from search_backend.training.config import TrainConfig
+    from search_backend.training.validation import Selection
 
 __all__ = [
     "CURVES_FILE",
@@ -166,27 +167,28 @@ def plot_curves(out: Path) -> Path | None:
 
 def finish_run(
     out: Path,
+    cfg: TrainConfig,
     *,
     steps_run: int,
     seconds: float,
     skipped: int,
-    selected_step: int | None,
-    metric: str | None,
-    value: float | None,
+    selection: Selection | None,
     leftovers: tuple[Path, ...],
 ) -> None:
-    """The records of a finished run beside its saved model: ``training.json`` (steps, seconds,
-    images skipped, the selected step and its metric; ``selected_step`` None: the last step),
-    ``curves.png``; then the run's leftover folders (checkpoint, best weights) go."""
+    """The records of a finished run beside its saved model: ``train_config.json``,
+    ``training.json`` (steps, seconds, images skipped, the selected step and its metric;
+    ``selection`` None: not validated, the last step), ``curves.png``; then the run's leftover
+    folders (checkpoint, best weights) go."""
     import shutil
 
+    write_train_config(out, cfg)
     summary = {
         "steps": steps_run,
         "seconds": round(seconds, 1),
         "skipped": skipped,
-        "selected_step": steps_run if selected_step is None else selected_step,
-        "metric": metric,
-        "value": value,
+        "selected_step": steps_run if selection is None else selection.best_step,
+        "metric": None if selection is None else cfg.selection(),
+        "value": None if selection is None else selection.best,
     }
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     plot_curves(out)

@@ -489,15 +489,13 @@ def _finish(
         best.config.trained = model.config.trained
         model = best
     model.save(out)
-    write_train_config(out, cfg)
     finish_run(
         out,
+        cfg,
         steps_run=steps_run,
         seconds=seconds,
         skipped=len(skips),
-        selected_step=selection.best_step if validated else None,
-        metric=cfg.selection() if validated else None,
-        value=selection.best if validated else None,
+        selection=selection if validated else None,
         leftovers=(out / _CKPT, best_dir),
     )
     return model
