@@ -40,6 +40,10 @@ class TrainConfig:
     freeze_image_encoder: bool = False
     """Keep a pretrained image encoder's CNN weights fixed (its projection still learns); with
     ``init``, the checkpoint's whole vision tower."""
+    freeze_word_embeddings: bool = False
+    """Keep the backbone's word-embedding table fixed (our own model). Training on one language
+    then moves only the layers above it, so the rows of the languages it never sees stay aligned
+    with the trained ones (zero-shot transfer of a multilingual backbone)."""
     weight_decay: float = 0.01
     warmup_steps: int = 25
     """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
@@ -208,6 +212,7 @@ class TrainConfig:
         "text_hard_rate",
         "flip_negative_rate",
         "ground_weight",
+        "freeze_word_embeddings",
         "backbone",
         "init_from",
     )

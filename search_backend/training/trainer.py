@@ -79,16 +79,20 @@ _BEST = "best"
 
 
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
-    """AdamW: the backbone at ``lr_backbone``, a pretrained image CNN at ``lr_image_encoder`` (or
-    frozen), new modules (and ``extra`` ones) at ``lr_new``."""
+    """AdamW: the backbone at ``lr_backbone`` (its word embeddings frozen with
+    ``freeze_word_embeddings``), a pretrained image CNN at ``lr_image_encoder`` (or frozen), new
+    modules (and ``extra`` ones) at ``lr_new``."""
     import torch
 
     backbone: list[Any] = []
     cnn: list[Any] = []
     new: list[Any] = list(extra)
     pretrained_cnn = model.config.image_encoder != "patches"
+    frozen = {id(model.net.backbone.get_input_embeddings().weight)} if cfg.freeze_word_embeddings else set()
     for name, p in model.net.named_parameters():
-        if name.startswith("backbone."):
+        if id(p) in frozen:
+            p.requires_grad_(False)
+        elif name.startswith("backbone."):
             backbone.append(p)
         elif pretrained_cnn and name.startswith("patch_embed.cnn."):
             p.requires_grad_(not cfg.freeze_image_encoder)

@@ -248,3 +248,25 @@ def test_cls_weight_trains_the_cls_head_on_its_own(
     assert not np.array_equal(off["cross_head.0.weight"], on["cross_head.0.weight"])
     with pytest.raises(ValueError, match="cls_weight must be >= 0"):
         replace(cfg, cls_weight=-0.5).validate()
+
+
+def test_freeze_word_embeddings_keeps_the_table_and_trains_the_layers(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    init = _weights(JointModel.from_backbone(tiny_backbone))
+    table = "backbone.embeddings.word_embeddings.weight"
+    layer = "backbone.encoder.layer.0.attention.self.query.weight"
+    frozen = _weights(
+        train_single(
+            _cfg(tiny_backbone, tiny_model_config, freeze_word_embeddings=True),
+            tmp_path / "f",
+            pool=pool,
+            progress=False,
+        )
+    )
+    assert np.array_equal(frozen[table], init[table])
+    assert not np.array_equal(frozen[layer], init[layer])
+    free = _weights(
+        train_single(_cfg(tiny_backbone, tiny_model_config), tmp_path / "t", pool=pool, progress=False)
+    )
+    assert not np.array_equal(free[table], init[table])  # without the option the table trains
