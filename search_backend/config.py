@@ -128,6 +128,10 @@ class Settings:
     renditions: bool = True
     """Indexing stores a model-ready rendition of each image (its reduced decode), and reranking
     reads it instead of decoding the original (false: neither; originals are decoded per query)."""
+    image_states: bool = True
+    """Indexing also stores each image's query-independent cross-encoder states (joint models:
+    :mod:`search_backend.data.state_store`), and reranking reads them and runs only the query side
+    (false: reranking runs the image side of every hit from its rendition)."""
     renditions_dir: str = ""
     """Folder of the renditions; empty = ``$XMR_HOME/renditions``. In service mode, a folder that the
     workers and the service share."""

@@ -13,8 +13,11 @@ Bounded memory: each image is decoded reduced to the model's input size, and the
 batch holds are encoded (and let go) whenever they reach ``XMR_INDEX_BATCH_PIXELS``, so a batch of
 huge images never holds more than that. Each decoded image is also stored once as its model-ready
 rendition (:mod:`search_backend.data.renditions`, unless ``XMR_RENDITIONS`` is off), which the
-service reranks from instead of decoding the original; a rendition that cannot be written is
-logged and skipped (the service falls back to the original). A store or database that does not answer raises
+service reranks from instead of decoding the original, and, for a joint model, the image's
+query-independent cross-encoder states (:mod:`search_backend.data.state_store`, unless
+``XMR_IMAGE_STATES`` is off), computed in the same pass as its vector; a rendition or states that
+cannot be written are logged and skipped (the service falls back to the original, or runs the
+image side itself). A store or database that does not answer raises
 :class:`TransientError` (or the driver's own error, see :data:`TRANSIENT_ERRORS`) so the caller
 retries the whole batch later.
 """
@@ -208,15 +211,27 @@ def _encode_images(model: Any, images: list[_Work], settings: Settings, reduce_t
     """Decode (reduced) and encode ``images``, holding at most ``index_batch_pixels`` decoded at once;
     each decoded image is stored as its rendition for ``reduce_to`` on the way."""
     from search_backend.data.renditions import renditions_for
+    from search_backend.data.state_store import model_states
 
     renditions = renditions_for(settings)
+    states = model_states(settings, model)
     held: list[_Work] = []
     pixels = 0
 
     def flush() -> None:
         nonlocal pixels
         if held:
-            vectors = model.encode_images([w.image for w in held], settings.encode_batch_size)
+            images = [w.image for w in held]
+            if states is None:
+                vectors = model.encode_images(images, settings.encode_batch_size)
+            else:  # the same pass gives the vectors and the states reranking reads
+                vectors, made = model.encode_images_with_states(images, settings.encode_batch_size)
+                for w, st in zip(held, made, strict=True):
+                    if w.checksum:
+                        try:
+                            states.write(w.checksum, st)
+                        except OSError as e:  # optional: reranking runs the image side instead
+                            _log.warning("image states of %s not written: %s", w.path, e.strerror or e)
             for w, v in zip(held, vectors, strict=True):
                 w.vector = v
                 if w.image is not None:

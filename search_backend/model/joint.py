@@ -22,6 +22,7 @@ import numpy as np
 from search_backend.config import Settings, check_choice, get_settings
 from search_backend.model.base import ModelLoadError, read_model_config, write_model_config
 from search_backend.model.image import IMAGE_ENCODERS, build_image_encoder, images_to_tensor
+from search_backend.model.states import ImageStates
 from search_backend.runtime import autocast, resolve_precision
 
 if TYPE_CHECKING:
@@ -425,6 +426,11 @@ class JointModel:
         self.batch_size = settings.encode_batch_size
         self.score_batch_size = settings.score_batch_size
         self.precision = resolve_precision(settings.precision)
+        self.quantized = False
+        """Whether the transformer's linear layers run in int8 (:meth:`quantize_int8`)."""
+        self.weights_path: Path | None = None
+        """The weights file this model was loaded from (None: built in memory)."""
+        self._states_key: str | None = None
         self.net.eval()
 
     # -- construction / persistence ----------------------------------------------------------
@@ -483,6 +489,7 @@ class JointModel:
         except (RuntimeError, OSError) as exc:
             raise ModelLoadError(f"{path}: weights do not match the saved config ({exc})") from exc
         model = cls(net, tokenizer, cfg)
+        model.weights_path = path / _WEIGHTS
         if get_settings().quantize == "int8":
             model.quantize_int8()
         return model
@@ -494,10 +501,83 @@ class JointModel:
 
         self.net.backbone = quantize_dynamic(self.net.backbone, {torch.nn.Linear}, dtype=torch.qint8)
         self.precision = "fp32"  # int8 kernels take float32 activations; no bf16 autocast around them
+        self.quantized = True
+        self._states_key = None
         self.net.eval()
 
     def num_parameters(self) -> int:
         return sum(int(p.numel()) for p in self.net.parameters())
+
+    # -- image states (computed once per image, read by every rerank) ---------------------
+    @property
+    def states_key(self) -> str | None:
+        """The name under which this model's :class:`ImageStates` are stored (None: a model built
+        in memory, whose states are not stored). See :mod:`search_backend.model.states`."""
+        if self._states_key is None and self.weights_path is not None:
+            from search_backend.model.states import states_key
+
+            self._states_key = states_key(
+                self.weights_path, asdict(self.config), "int8" if self.quantized else self.precision
+            )
+        return self._states_key
+
+    @property
+    def states_shape(self) -> tuple[tuple[int, int], int]:
+        """(shape of :attr:`ImageStates.tokens`, length of its vector: 0 when it has none)."""
+        tokens = self.config.num_patches + (1 if self.config.cross_layers else 0)
+        dim = self.config.embed_dim if self.config.cross_readout == "residual" else 0
+        return (tokens, int(self.net.hidden)), dim
+
+    def _image_parts(
+        self, pixels: torch.Tensor, *, vector: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(what a cross pass reads of each image, its residual vector or None, its bi-encoder
+        vector when ``vector`` or the readout needs it): one pass of the image side for all three."""
+        net = self.net
+        tokens = net.image_tokens(pixels)
+        residual = self.config.cross_readout == "residual"
+        vec = None
+        if self.config.cross_layers:
+            low, top = net.image_states(tokens, final=vector or residual)
+            assert low is not None
+            if top is not None:
+                vec = net.pool_image(top)
+        else:
+            low = tokens
+            if vector or residual:
+                vec = net.embed_image(tokens=tokens)
+        return low, (vec if residual else None), vec
+
+    def image_states(self, images: list[Image.Image] | np.ndarray | torch.Tensor) -> list[ImageStates]:
+        """Each image's query-independent states (:mod:`search_backend.model.states`)."""
+        return self.encode_images_with_states(images)[1]
+
+    def encode_images_with_states(
+        self, images: list[Image.Image] | np.ndarray | torch.Tensor, batch_size: int | None = None
+    ) -> tuple[np.ndarray, list[ImageStates]]:
+        """``encode_images`` and ``image_states`` of the same images, from one pass of the image side
+        (what indexing stores)."""
+        import torch
+
+        from search_backend.model.states import ImageStates
+
+        bs = batch_size or self.batch_size
+        vectors = np.zeros((len(images), self.config.embed_dim), dtype=np.float32)
+        states: list[ImageStates] = []
+        self.net.eval()
+        with torch.inference_mode(), autocast(self.precision):
+            for s in range(0, len(images), bs):
+                chunk = images[s : s + bs]
+                pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
+                low, res, vec = self._image_parts(pixels, vector=True)
+                assert vec is not None
+                vectors[s : s + bs] = vec.float().numpy()
+                half = low.to(torch.float16).numpy()
+                extra = None if res is None else res.float().numpy()
+                states.extend(
+                    ImageStates(half[i], None if extra is None else extra[i]) for i in range(len(half))
+                )
+        return vectors, states
 
     # -- preparation (exposed so evaluation and services can cache it) -------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -578,39 +658,72 @@ class JointModel:
         with torch.inference_mode(), autocast(self.precision):
             for s in range(0, len(texts), bs):
                 chunk = images[s : s + bs]
-                pixels = chunk if isinstance(chunk, torch.Tensor) else self.prepare_images(chunk)
-                c, p = self._score_chunk(texts[s : s + bs], pixels)
+                if isinstance(chunk, torch.Tensor):
+                    c, p = self._score_chunk(texts[s : s + bs], self._image_side(chunk))
+                elif any(isinstance(x, ImageStates) for x in chunk):
+                    c, p = self._score_chunk(texts[s : s + bs], self._stored_side(list(chunk)))
+                else:
+                    c, p = self._score_chunk(texts[s : s + bs], self._image_side(self.prepare_images(chunk)))
                 cls[s : s + bs], pair[s : s + bs] = c.float().numpy(), p.float().numpy()
         return cls, pair
 
-    def _score_chunk(self, texts: list[str], pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross logits' two terms for pairs (texts[i], pixels[i]). A text or an image that recurs
-        (reranking pairs one query with every hit) goes through its own passes once."""
+    def _image_side(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(which row of the image side each pair reads, the cross pass's image input, residual
+        vectors or None). An image that recurs in every pair (an image query) is run once."""
         import torch
 
-        net = self.net
-        unique = list(dict.fromkeys(texts))
-        slot = {t: k for k, t in enumerate(unique)}
-        tw = torch.tensor([slot[t] for t in texts])
-        tok = self.tokenize(unique)
-        ids, mask = tok["input_ids"], tok["attention_mask"]
         flat = pixels.flatten(1)
         if len(flat) > 1 and bool((flat == flat[:1]).all()):  # one image for every pair
             iw, pixels = torch.zeros(len(flat), dtype=torch.long), pixels[:1]
         else:
             iw = torch.arange(len(flat))
-        tokens = net.image_tokens(pixels)
+        low, res, _ = self._image_parts(pixels, vector=False)
+        return iw, low, res
+
+    def _stored_side(self, chunk: list[Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`_image_side` for a chunk holding :class:`ImageStates` (images among them get theirs)."""
+        import torch
+
+        todo = [i for i, x in enumerate(chunk) if not isinstance(x, ImageStates)]
+        if todo:
+            for i, st in zip(todo, self.image_states([chunk[i] for i in todo]), strict=True):
+                chunk[i] = st
+        (tokens, _), dim = self.states_shape
+        for n, st in enumerate(chunk):
+            if st.tokens.shape[0] != tokens or (dim and (st.vector is None or st.vector.shape != (dim,))):
+                raise ValueError(f"image states #{n} do not fit this model (tokens {st.tokens.shape})")
+        low = torch.from_numpy(np.stack([st.tokens for st in chunk])).float()
+        res = torch.from_numpy(np.stack([st.vector for st in chunk])) if dim else None
+        return torch.arange(len(chunk)), low, res
+
+    def _score_chunk(
+        self, texts: list[str], image: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross logits' two terms for pairs (texts[i], image row iw[i]), ``image`` being
+        :meth:`_image_side`'s (iw, image input, residual vectors). A text that recurs (reranking
+        pairs one query with every hit) goes through its own passes once."""
+        import torch
+
+        net = self.net
+        iw, low, res = image
+        unique = list(dict.fromkeys(texts))
+        slot = {t: k for k, t in enumerate(unique)}
+        tw = torch.tensor([slot[t] for t in texts])
+        tok = self.tokenize(unique)
+        ids, mask = tok["input_ids"], tok["attention_mask"]
         residual = self.config.cross_readout == "residual"
         if self.config.cross_layers:
             t_low, t_top = net.text_states(ids, mask, final=residual)
-            i_low, i_top = net.image_states(tokens, final=residual)
-            hidden = net.fuse(t_low[tw], mask[tw], i_low[iw])
-            twin = (net.pool_text(t_top, mask)[tw] * net.pool_image(i_top)[iw]).sum(-1) if residual else None
+            hidden = net.fuse(t_low[tw], mask[tw], low[iw])
+            text_vec = net.pool_text(t_top, mask) if residual else None
         else:
-            hidden = net.cross_hidden(ids[tw], mask[tw], tokens=tokens[iw])
-            twin = None
-            if residual:
-                twin = (net.embed_text(ids, mask)[tw] * net.embed_image(tokens=tokens)[iw]).sum(-1)
+            hidden = net.cross_hidden(ids[tw], mask[tw], tokens=low[iw])
+            text_vec = net.embed_text(ids, mask) if residual else None
+        twin = None
+        if text_vec is not None:
+            if res is None:
+                raise ValueError("the residual readout needs each image's bi-encoder vector")
+            twin = (text_vec[tw] * res[iw]).sum(-1)
         result: tuple[torch.Tensor, torch.Tensor] = net.cross_parts(hidden, mask[tw], twin)
         return result
 

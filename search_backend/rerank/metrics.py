@@ -6,7 +6,8 @@ path no route serves, so the number of label values is fixed by the app, whateve
 An exception no handler took is answered 500 (``{"detail": "internal error"}``), logged, and
 counted. ``xmr_stage_seconds{endpoint, stage}`` is the wall time of each stage of a request.
 ``xmr_rerank_images_total{endpoint, source}`` counts the indexed images reranking read, by
-``source``: ``rendition`` (made at indexing) or ``original`` (no rendition: the file was decoded).
+``source``: ``states`` (the model's image states stored at indexing: no image side run),
+``rendition`` (the reduced decode made at indexing) or ``original`` (neither: the file was decoded).
 ``xmr_batch_pairs`` is the size of each micro-batch the inference thread ran (pairs or texts).
 """
 
@@ -42,7 +43,7 @@ class Metrics:
         )
         self.images = Counter(
             "xmr_rerank_images",
-            "Indexed images read for reranking, by source: rendition, or original (no rendition)",
+            "Indexed images read for reranking, by source: states, rendition, or original (neither)",
             ["endpoint", "source"],
             registry=self.registry,
         )

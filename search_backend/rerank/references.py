@@ -3,10 +3,11 @@
 The service never opens a file because a client named it. A text query's hit gets its image
 
 1. inline (``image_base64``), decoded under the byte cap and the request's pixel budget;
-2. by its indexed id in ``collection``: its model-ready rendition, made at indexing
+2. by its indexed id in ``collection``: the model's image states stored at indexing
+   (:mod:`search_backend.data.state_store`), else its model-ready rendition
    (:mod:`search_backend.data.renditions`), else the file it was indexed from, which the store's
    metadata for that id gives (what an administrator put in the collection); ``reads`` counts
-   which of the two each such image came from;
+   where each such image came from;
 3. by ``source``, only when that path, with every symbolic link resolved, lies inside one of the
    folders of ``XMR_IMAGE_ROOTS``. Every refusal of a ``source`` (outside the roots, missing, a
    folder, a device, unreadable, a link that leaves the roots) gets the one message
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from search_backend.config import Settings
+    from search_backend.data.state_store import ModelStates
+    from search_backend.model.states import ImageStates
     from search_backend.rerank.limits import Deadline
     from search_backend.rerank.schemas import RerankHit
     from search_backend.stores.base import VectorStore
@@ -69,15 +72,19 @@ def resolve_source(source: str, roots: Sequence[Path]) -> Path | None:
 class ImageReader:
     """Decodes one request's images under its byte cap, pixel budget, reduction and deadline."""
 
-    def __init__(self, settings: Settings, reduce_to: int, deadline: Deadline) -> None:
+    def __init__(
+        self, settings: Settings, reduce_to: int, deadline: Deadline, states: ModelStates | None = None
+    ) -> None:
         self.settings = settings
         self.reduce_to = reduce_to
         self.deadline = deadline
         self.budget = PixelBudget(settings.max_request_pixels, "request")
         self.roots = settings.image_root_paths
         self.renditions = renditions_for(settings)
+        self.states = states
+        """The model's stored image states, read first for indexed images (None: not used)."""
         self.reads: dict[str, int] = {}
-        """Indexed images read, by where from: ``rendition`` or ``original`` (the fallback)."""
+        """Indexed images read, by where from: ``states``, ``rendition`` or ``original`` (the fallback)."""
 
     def _options(self, where: str) -> dict[str, Any]:
         return {
@@ -121,14 +128,19 @@ class ImageReader:
 
     def indexed(
         self, meta: dict[str, Any] | None, where: str, collection: str, item_id: str = ""
-    ) -> Image.Image:
+    ) -> Image.Image | ImageStates:
+        """An indexed image for the model: its stored states, else its rendition, else its file."""
         self.deadline.check()
         if meta is None:
             raise RequestError(422, f"{where}: no item with this id in collection {collection!r}")
         source = meta.get("source")
         if meta.get("kind") != "image" or not isinstance(source, str) or not source:
             raise RequestError(422, f"{where}: item in collection {collection!r} is not an image")
-        checksum = checksum_of_id(item_id) if self.renditions is not None else None
+        checksum = checksum_of_id(item_id)
+        stored = self.states.read(checksum) if self.states is not None and checksum else None
+        if stored is not None:
+            self.reads["states"] = self.reads.get("states", 0) + 1
+            return stored
         if self.renditions is not None and checksum is not None:
             image = self.renditions.read(checksum, self.reduce_to, item=where)
             if image is not None:
@@ -142,8 +154,8 @@ class ImageReader:
 
     def hit_images(
         self, hits: Sequence[RerankHit], collection: str | None, store: VectorStore
-    ) -> list[Image.Image]:
-        """Each hit's image, in order (a text query)."""
+    ) -> list[Image.Image | ImageStates]:
+        """Each hit's image (or, for indexed ones, its stored states), in order (a text query)."""
         by_id = [h.id for h in hits if h.image_base64 is None and h.source is None]
         meta: dict[str, dict[str, Any] | None] = {}
         if by_id:
@@ -156,7 +168,7 @@ class ImageReader:
                 )
             unique = list(dict.fromkeys(by_id))
             meta = dict(zip(unique, store.get(collection, unique), strict=True))
-        images = []
+        images: list[Image.Image | ImageStates] = []
         for n, hit in enumerate(hits):
             where = f"hits[{n}] (id {hit.id!r})"
             if hit.image_base64 is not None:

@@ -69,7 +69,8 @@ class SearchResult:
     timings_ms: dict[str, float]
     """Wall time of each stage: ``encode``, ``knn``, ``rerank`` (0 when off), ``total``."""
     image_reads: dict[str, int] = field(default_factory=dict)
-    """Hit images read for reranking, by where from: ``rendition`` or ``original`` (the fallback)."""
+    """Hit images read for reranking, by where from: ``states`` (stored image states), ``rendition``
+    or ``original`` (the fallback)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,18 +92,28 @@ def _check_k(k: int, k_retrieve: int) -> None:
 def _hit_images(
     matches: list[Match],
     settings: Settings,
-    reduce_to: int,
+    model: Any,
     check: Callable[[], None],
     reads: dict[str, int],
-) -> list[Image.Image | None]:
-    """Each hit's image: its rendition, else (counted in ``reads["original"]``) its original file."""
+) -> list[Any]:
+    """Each hit's stored image states (a joint model's, made at indexing), else its rendition, else
+    (counted in ``reads["original"]``) its original file; None when none can be read."""
     from search_backend.data.renditions import checksum_of_id, renditions_for
+    from search_backend.data.state_store import model_states
+    from search_backend.model.inputs import image_side
 
+    reduce_to = image_side(model)
     renditions = renditions_for(settings)
-    out: list[Image.Image | None] = []
+    states = model_states(settings, model)
+    out: list[Any] = []
     for m in matches:
         check()
-        checksum = checksum_of_id(m.id) if renditions is not None else None
+        checksum = checksum_of_id(m.id)
+        stored = states.read(checksum) if states is not None and checksum else None
+        if stored is not None:
+            reads["states"] = reads.get("states", 0) + 1
+            out.append(stored)
+            continue
         image = renditions.read(checksum, reduce_to) if renditions is not None and checksum else None
         if image is not None:
             reads["rendition"] = reads.get("rendition", 0) + 1
@@ -173,7 +184,7 @@ def search(
     deadline and client-gone test) and may raise to stop the work. ``work`` makes the model calls
     (the service's micro-batcher, :mod:`search_backend.rerank.batcher`); default: directly, here.
     """
-    from search_backend.model.inputs import image_side, truncate_texts
+    from search_backend.model.inputs import truncate_texts
     from search_backend.model.loading import cached_model
 
     check = check or _no_check
@@ -206,7 +217,7 @@ def search(
     reads: dict[str, int] = {}
     if rerank and matches:
         if text is not None:
-            images = _hit_images(matches, settings, image_side(model), check, reads)
+            images = _hit_images(matches, settings, model, check, reads)
             idx = [i for i, im in enumerate(images) if im is not None]
             texts = [text] * len(idx)
             pairs_images = [images[i] for i in idx]

@@ -19,8 +19,9 @@ invalid input naming the field or item, 503 store down or deadline passed. Limit
 
 Model work (query encoding, cross-encoder scores) goes through one inference thread per process
 that micro-batches concurrent requests (:mod:`search_backend.rerank.batcher`; ``XMR_BATCHING=0``:
-each request runs its own); hit images come from their renditions
-(:mod:`search_backend.data.renditions`), the original file only when there is none.
+each request runs its own); indexed hit images come as the image states stored at indexing
+(:mod:`search_backend.data.state_store`: the cross pass then runs only the query side), else as
+their renditions (:mod:`search_backend.data.renditions`), the original file only when there is none.
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def _rerank(
     metrics: Metrics,
     work: ModelWork,
 ) -> dict[str, Any]:
+    from search_backend.data.state_store import model_states
     from search_backend.jobs.collections import get_collection
     from search_backend.jobs.db import session_scope
     from search_backend.model.inputs import image_side, truncate_texts
@@ -297,7 +299,7 @@ def _rerank(
     else:
         model_path = str(resolve_model_path(settings.model, settings))
     model = _loaded(model_path, deadline)
-    reader = ImageReader(settings, image_side(model), deadline)
+    reader = ImageReader(settings, image_side(model), deadline, model_states(settings, model))
     t0 = time.perf_counter()
     images: list[Any]
     if text is not None:  # text query: each hit needs its image

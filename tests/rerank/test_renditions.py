@@ -24,7 +24,7 @@ from search_backend.rerank.service import create_app
 from search_backend.stores.factory import open_store
 
 
-def _index_jpegs(settings: Settings, folder: Path, n: int = 4) -> list[Path]:
+def index_jpegs(settings: Settings, folder: Path, n: int = 4) -> list[Path]:
     """``n`` shapes scenes saved as 640x480 JPEGs (so that the reduced decode is a draft), indexed."""
     from search_backend.data.shapes import write_shapes
 
@@ -50,15 +50,16 @@ def _index_jpegs(settings: Settings, folder: Path, n: int = 4) -> list[Path]:
     return paths
 
 
-def _reads(metrics: str, endpoint: str, source: str) -> float:
+def reads(metrics: str, endpoint: str, source: str) -> float:
     m = re.search(rf'xmr_rerank_images_total{{endpoint="{endpoint}",source="{source}"}} ([0-9.]+)', metrics)
     return float(m.group(1)) if m else 0.0
 
 
 @pytest.fixture()
 def indexed(tmp_path: Path, tiny_model_dir: Path) -> tuple[Settings, list[Path], list[str]]:
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model_dir), threads=1)
-    paths = _index_jpegs(settings, tmp_path / "data")
+    # Stored image states (read before renditions) are tested in test_image_states.py.
+    settings = Settings(home=tmp_path / "home", model=str(tiny_model_dir), threads=1, image_states=False)
+    paths = index_jpegs(settings, tmp_path / "data")
     ids = [vector_id("image", file_checksum(p)) for p in paths]
     return settings, paths, ids
 
@@ -90,8 +91,8 @@ def test_rerank_and_search_read_renditions_and_count_fallbacks(indexed) -> None:
     got = {h["id"]: h["score"] for h in r.json()["hits"]}
     assert np.allclose([got[i] for i in ids], expected, atol=1e-5)
     metrics = client.get("/metrics").text
-    assert _reads(metrics, "/rerank", "rendition") == len(ids)
-    assert _reads(metrics, "/rerank", "original") == 0
+    assert reads(metrics, "/rerank", "rendition") == len(ids)
+    assert reads(metrics, "/rerank", "original") == 0
 
     # One rendition gone: that hit falls back to its original file, and the fallback is counted.
     checksum = checksum_of_id(ids[0])
@@ -102,8 +103,8 @@ def test_rerank_and_search_read_renditions_and_count_fallbacks(indexed) -> None:
     got = {h["id"]: h["score"] for h in r.json()["hits"]}
     assert np.allclose([got[i] for i in ids], expected, atol=1e-5)
     metrics = client.get("/metrics").text
-    assert _reads(metrics, "/rerank", "original") == 1
-    assert _reads(metrics, "/rerank", "rendition") == 2 * len(ids) - 1
+    assert reads(metrics, "/rerank", "original") == 1
+    assert reads(metrics, "/rerank", "rendition") == 2 * len(ids) - 1
 
     # Originals gone: every hit that has a rendition is still reranked, by /rerank and /search.
     for p in paths:
@@ -115,13 +116,15 @@ def test_rerank_and_search_read_renditions_and_count_fallbacks(indexed) -> None:
     body = r.json()["hits"]
     assert {h["id"] for h in body if h["ce_score"] is not None} == set(ids[1:])
     metrics = client.get("/metrics").text
-    assert _reads(metrics, "/search", "rendition") == len(ids) - 1
-    assert _reads(metrics, "/search", "original") == 1  # ids[0]: no rendition, its file is gone too
+    assert reads(metrics, "/search", "rendition") == len(ids) - 1
+    assert reads(metrics, "/search", "original") == 1  # ids[0]: no rendition, its file is gone too
 
 
 def test_renditions_off(tmp_path: Path, tiny_model_dir: Path) -> None:
-    settings = Settings(home=tmp_path / "home", model=str(tiny_model_dir), threads=1, renditions=False)
-    paths = _index_jpegs(settings, tmp_path / "data", n=2)
+    settings = Settings(
+        home=tmp_path / "home", model=str(tiny_model_dir), threads=1, renditions=False, image_states=False
+    )
+    paths = index_jpegs(settings, tmp_path / "data", n=2)
     assert not settings.renditions_path.exists()
     ids = [vector_id("image", file_checksum(p)) for p in paths]
     client = TestClient(create_app(settings))
@@ -129,4 +132,4 @@ def test_renditions_off(tmp_path: Path, tiny_model_dir: Path) -> None:
     r = client.post("/rerank", json={"query": {"text": "a circle"}, "hits": hits, "collection": "c"})
     assert r.status_code == 200, r.text
     metrics = client.get("/metrics").text
-    assert _reads(metrics, "/rerank", "original") == 2 and _reads(metrics, "/rerank", "rendition") == 0
+    assert reads(metrics, "/rerank", "original") == 2 and reads(metrics, "/rerank", "rendition") == 0
