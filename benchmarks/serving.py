@@ -1,27 +1,31 @@
 """Serving benchmark on real-photo-sized JPEGs: renditions and micro-batching against today's design.
 
     .venv/bin/python benchmarks/serving.py [--quick] [--json] [--model DIR] [--images N]
-        [--no-renditions] [--no-batching] [--clients 8] [--seconds S] [--queries Q]
+        [--no-renditions] [--no-batching] [--no-states] [--clients 8] [--seconds S] [--queries Q]
 
 1. Writes ``--images`` shapes scenes as large JPEGs (drawn at 64 px, the model's training size,
    enlarged to ``--width`` x ``--height``, default 4000x3000, with a grain of noise so that they
    decode like photos) under ``.work/serving/`` (kept between runs; ``.work`` is ignored by git).
 2. Indexes them (embedded mode, a subprocess: images/s and its peak RSS; the same scenes at
-   640x480 too, for the RSS of small images), with renditions on.
+   640x480 too, for the RSS of small images), with renditions and stored image states on.
 3. *Model work alone*, in this process (1 torch thread, as the server): for each query, encode the
-   text + k-NN + cross-encoder scores of the top ``--k-retrieve`` hits, their images already in memory.
+   text + k-NN + cross-encoder scores of the top ``--k-retrieve`` hits, their images already in
+   memory; and the same with their stored image states in memory instead (the model work of a
+   rerank that runs only the query side, :mod:`search_backend.model.states`).
 4. For each design, starts ``xmr serve`` on 127.0.0.1 (1 torch thread) and measures one client
    (``--queries`` sequential ``POST /search`` text queries reranking the top 20: p50 / p95) and
    ``--clients`` concurrent clients for ``--seconds`` s (alternating ``/search`` reranked top 20 and
    ``/rerank`` of 20 hits by id: req/s, p50, p99, errors). Designs: ``today`` (originals decoded per
-   query, per-request model calls: ``XMR_RENDITIONS=0 XMR_BATCHING=0``), ``renditions`` (only
-   renditions on) and ``new`` (every optimisation not switched off by ``--no-renditions`` /
-   ``--no-batching``), all in the same run.
+   query, per-request model calls: ``XMR_RENDITIONS=0 XMR_BATCHING=0 XMR_IMAGE_STATES=0``),
+   ``renditions`` (only renditions on), ``batched`` (renditions and batching) and ``new`` (every
+   optimisation not switched off by ``--no-renditions`` / ``--no-batching`` / ``--no-states``:
+   stored image states too), all in the same run.
 
 Prints a markdown table; with ``--json`` the last line is one JSON object whose ``summary`` holds
-``rerank_p50_over_model_work`` (one client, new design) and ``concurrency_speedup`` (``--clients``
-clients, new over today). ``--quick``: 200 images, 20 one-client queries, 30 s phases. Every loop
-is bounded in count and time; only 127.0.0.1 is contacted.
+``rerank_p50_over_model_work`` (one client, new design, over the model work with the images in
+memory) and ``concurrency_speedup`` (``--clients`` clients, new over today). ``--quick``: 200
+images, 20 one-client queries, 30 s phases. Every loop is bounded in count and time; only
+127.0.0.1 is contacted. ``--model``: a model folder, or ``default`` (the shipped model).
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import percentile  # noqa: E402
 
-DEFAULT_MODEL = Path("/work/main/.work/exp/e2_res_late2")
 COLLECTION = "serving"
 
 
@@ -136,12 +139,14 @@ def _queries(manifest: Path, n: int) -> list[str]:
     return [rows[(i * 7919) % len(rows)]["caption"] for i in range(n)]
 
 
-def _model_work(env: dict[str, str], queries: list[str], k_retrieve: int) -> dict[str, float]:
-    """p50 of encode + k-NN + ``k_retrieve`` cross-encoder scores, hit images already decoded."""
+def _model_work(env: dict[str, str], queries: list[str], k_retrieve: int) -> dict[str, Any]:
+    """p50 of encode + k-NN + ``k_retrieve`` cross-encoder scores, hit images already decoded, and
+    (``states``) the same with the hits' stored image states already read."""
     import torch
 
     from search_backend.config import get_settings
     from search_backend.data.renditions import checksum_of_id, renditions_for
+    from search_backend.data.state_store import model_states
     from search_backend.jobs.collections import get_collection
     from search_backend.jobs.db import ready_engine, session_scope
     from search_backend.model.inputs import image_side, truncate_texts
@@ -155,23 +160,35 @@ def _model_work(env: dict[str, str], queries: list[str], k_retrieve: int) -> dic
         model = cached_model(get_collection(s, COLLECTION).model)
     side = image_side(model)
     renditions = renditions_for(settings.with_overrides(renditions=True))
+    states = model_states(settings.with_overrides(image_states=True), model)
     assert renditions is not None
-    times = []
+    times: dict[str, list[float]] = {"images": [], "states": []}
     for n, q in enumerate([queries[0], *queries]):
         (text,) = truncate_texts(model, [q])
         vec = model.encode_texts([text], settings.encode_batch_size)[0]
         matches = store.knn(COLLECTION, vec, k_retrieve, {"kind": "image"})
-        images = [renditions.read(checksum_of_id(m.id) or "", side) for m in matches]
-        images = [im for im in images if im is not None]
-        t0 = time.perf_counter()
-        (text,) = truncate_texts(model, [q])
-        vec = model.encode_texts([text], settings.encode_batch_size)[0]
-        store.knn(COLLECTION, vec, k_retrieve, {"kind": "image"})
-        model.score([text] * len(images), images, batch_size=settings.score_batch_size)
-        if n:  # the first is a warm-up
-            times.append(time.perf_counter() - t0)
+        held = {
+            "images": [renditions.read(checksum_of_id(m.id) or "", side) for m in matches],
+            "states": [states.read(checksum_of_id(m.id) or "") for m in matches] if states else [],
+        }
+        for way, hits in held.items():
+            hits = [h for h in hits if h is not None]
+            if not hits:
+                continue
+            t0 = time.perf_counter()
+            (text,) = truncate_texts(model, [q])
+            vec = model.encode_texts([text], settings.encode_batch_size)[0]
+            store.knn(COLLECTION, vec, k_retrieve, {"kind": "image"})
+            model.score([text] * len(hits), hits, batch_size=settings.score_batch_size)
+            if n:  # the first is a warm-up
+                times[way].append(time.perf_counter() - t0)
     engine.dispose()
-    return {"p50_ms": percentile(times, 0.5) * 1e3, "p95_ms": percentile(times, 0.95) * 1e3}
+    out: dict[str, Any] = {"p50_ms": percentile(times["images"], 0.5) * 1e3,
+                           "p95_ms": percentile(times["images"], 0.95) * 1e3}  # fmt: skip
+    if times["states"]:
+        out["states"] = {"p50_ms": percentile(times["states"], 0.5) * 1e3,
+                         "p95_ms": percentile(times["states"], 0.95) * 1e3}  # fmt: skip
+    return out
 
 
 class _Recorder:
@@ -276,7 +293,7 @@ def _design(
             for line in metrics.splitlines()
             if line.startswith("xmr_rerank_images_total") and f'source="{src}"' in line
         )
-        for src in ("rendition", "original")
+        for src in ("states", "rendition", "original")
     }
     lat = rec.latencies or [0.0]
     return {
@@ -299,7 +316,7 @@ def _design(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=str(DEFAULT_MODEL) if DEFAULT_MODEL.is_dir() else None)
+    ap.add_argument("--model", default="default", help="a model folder, or default (the shipped model)")
     ap.add_argument("--quick", action="store_true", help="200 images, 20 queries, 30 s phases")
     ap.add_argument("--images", type=int, default=None, help="collection size [2000; quick 200]")
     ap.add_argument("--width", type=int, default=4000)
@@ -310,6 +327,7 @@ def main() -> None:
     ap.add_argument("--k-retrieve", type=int, default=20)
     ap.add_argument("--no-renditions", action="store_true", help="the new design without renditions")
     ap.add_argument("--no-batching", action="store_true", help="the new design without micro-batching")
+    ap.add_argument("--no-states", action="store_true", help="the new design without stored image states")
     ap.add_argument("--work", type=Path, default=ROOT / ".work" / "serving")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -319,16 +337,9 @@ def main() -> None:
     t_start = time.monotonic()
 
     work: Path = args.work
-    model = args.model
-    if model is None:
-        import torch
+    from search_backend.model.loading import resolve_model_path
 
-        from search_backend.model.joint import JointConfig, JointModel
-
-        torch.manual_seed(0)
-        model = str(work / "random-model")
-        if not Path(model).is_dir():
-            JointModel.from_backbone(None, JointConfig()).save(model)
+    model = str(resolve_model_path(args.model))
     size = (args.width, args.height)
     data = work / f"data-{args.width}x{args.height}-{args.images}"
     print(f"writing {args.images} {args.width}x{args.height} JPEGs under {data}", file=sys.stderr, flush=True)
@@ -355,10 +366,12 @@ def main() -> None:
     new_flags = {
         "XMR_RENDITIONS": "0" if args.no_renditions else "1",
         "XMR_BATCHING": "0" if args.no_batching else "1",
+        "XMR_IMAGE_STATES": "0" if args.no_states else "1",
     }
-    designs = {"today": {"XMR_RENDITIONS": "0", "XMR_BATCHING": "0"}}
-    if not args.no_renditions and not args.no_batching:
-        designs["renditions"] = {"XMR_RENDITIONS": "1", "XMR_BATCHING": "0"}
+    designs = {"today": {"XMR_RENDITIONS": "0", "XMR_BATCHING": "0", "XMR_IMAGE_STATES": "0"}}
+    if not (args.no_renditions or args.no_batching or args.no_states):
+        designs["renditions"] = {"XMR_RENDITIONS": "1", "XMR_BATCHING": "0", "XMR_IMAGE_STATES": "0"}
+        designs["batched"] = {"XMR_RENDITIONS": "1", "XMR_BATCHING": "1", "XMR_IMAGE_STATES": "0"}
     designs["new"] = new_flags
     results: dict[str, Any] = {}
     for name, flags in designs.items():
@@ -370,6 +383,9 @@ def main() -> None:
     summary = {
         "rerank_p50_over_model_work": new["one_client"]["p50_ms"] / model_work["p50_ms"],
         "today_rerank_p50_over_model_work": today["one_client"]["p50_ms"] / model_work["p50_ms"],
+        "rerank_p50_over_states_model_work": (
+            new["one_client"]["p50_ms"] / model_work["states"]["p50_ms"] if "states" in model_work else None
+        ),
         "concurrency_speedup": new["concurrent"]["req_per_s"] / max(today["concurrent"]["req_per_s"], 1e-9),
         "new_p99_ms": new["concurrent"]["p99_ms"],
         "new_errors": new["concurrent"]["errors"],
@@ -419,11 +435,13 @@ def main() -> None:
     row(f"{args.clients} clients: req/s ÷ today", lambda r: r[conc]["req_per_s"] / speed, "{:.2f}×")
     reads = "image_reads"
     row(
-        "hit images read: renditions / originals",
-        lambda r: (r[reads]["rendition"], r[reads]["original"]),
-        "{0[0]:.0f} / {0[1]:.0f}",
+        "hit images read: states / renditions / originals",
+        lambda r: (r[reads]["states"], r[reads]["rendition"], r[reads]["original"]),
+        "{0[0]:.0f} / {0[1]:.0f} / {0[2]:.0f}",
     )
     print(f"\nmodel work alone (encode + k-NN + {args.k_retrieve} scores): p50 {model_work['p50_ms']:.1f} ms")
+    if "states" in model_work:
+        print(f"model work alone from stored image states: p50 {model_work['states']['p50_ms']:.1f} ms")
     print(
         f"indexing {args.width}×{args.height}: {indexing['images_per_s']:.1f} images/s, peak RSS "
         f"{indexing['peak_rss_mb']:.0f} MB; 640×480: {indexing_small['images_per_s']:.1f} images/s, "
