@@ -77,6 +77,14 @@ class JointConfig:
     attention has only ever matched words with words; these blocks start from nothing and only
     have to learn which patches a word is about (as the cross-attention layers of ALBEF and BLIP
     do). Twin mode never passes them, so the bi-encoder is unchanged. 0: none."""
+    relation_head: int = 0
+    """With ``cross_attention``: width of a relation-network readout (0: none). Every pair of
+    caption tokens (i, j) is scored from their states after the cross-attention blocks and from the
+    difference of where in the image each attends (the attention-weighted patch row and column,
+    from the last block); an attention over the pairs pools the pair scores into a term added to
+    the CLS head's. A spatial relation ("left of") compares two grounded positions, which the
+    CLS state of the fusion layers was measured to lose. Its output layer starts at zero: the
+    model starts as it would without it."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -132,11 +140,58 @@ def _torch_modules() -> Any:
                 nn.init.zeros_(layer.weight)
                 nn.init.zeros_(layer.bias)
 
-        def forward(self, text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        def forward(
+            self, text: torch.Tensor, image: torch.Tensor, *, weights: bool = False
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """The text after the block, and (``weights``) each text token's attention over the
+            image tokens, averaged over heads (B, T, K)."""
             kv = self.norm_kv(image)
-            attended, _ = self.attn(self.norm_q(text), kv, kv, need_weights=False)
+            attended, attn = self.attn(self.norm_q(text), kv, kv, need_weights=weights)
             text = text + attended
-            return text + self.mlp(self.norm_mlp(text))
+            return text + self.mlp(self.norm_mlp(text)), attn
+
+    class _RelationHead(nn.Module):
+        """The ``relation_head`` readout (see :class:`JointConfig`): pair scores of caption tokens
+        from their states and the offset between the image positions they attend to."""
+
+        def __init__(self, hidden: int, width: int, grid: int) -> None:
+            super().__init__()
+            self.norm = nn.LayerNorm(hidden)
+            self.first = nn.Linear(hidden, width)
+            self.second = nn.Linear(hidden, width, bias=False)
+            self.offset = nn.Linear(4, width, bias=False)
+            self.mid = nn.Linear(width, width)
+            self.score = nn.Linear(width, 1)
+            self.gate = nn.Linear(width, 1)
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+            axis = torch.linspace(-1.0, 1.0, grid) if grid > 1 else torch.zeros(1)
+            rows, cols = torch.meshgrid(axis, axis, indexing="ij")
+            self.register_buffer(
+                "coords", torch.stack([rows, cols], -1).reshape(grid * grid, 2), persistent=False
+            )
+
+        def forward(self, text: torch.Tensor, attn: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            coords: torch.Tensor = self.coords  # type: ignore[assignment]
+            p = coords.shape[0]
+            w = attn[..., -p:].float()  # the patches (late fusion puts an image CLS before them)
+            w = w / w.sum(-1, keepdim=True).clamp(min=1e-6)
+            where = w @ coords  # (B, T, 2): the row and column each token attends to
+            delta = where[:, :, None, :] - where[:, None, :, :]
+            h = self.norm(text.float())
+            z = torch.nn.functional.gelu(
+                self.first(h)[:, :, None]
+                + self.second(h)[:, None, :]
+                + self.offset(torch.cat([delta, delta.abs()], -1))
+            )
+            z = torch.nn.functional.gelu(self.mid(z))
+            n = mask.shape[1]
+            valid = mask.bool()[:, :, None] & mask.bool()[:, None, :]
+            valid = valid & ~torch.eye(n, dtype=torch.bool, device=mask.device)
+            gate = self.gate(z).squeeze(-1).masked_fill(~valid, float("-inf")).flatten(1)
+            gate = torch.softmax(gate, -1).nan_to_num(0.0)
+            out: torch.Tensor = (gate * self.score(z).squeeze(-1).flatten(1)).sum(-1)
+            return out
 
     class JointNet(nn.Module):
         """The trainable parameters. ``JointModel`` wraps it with the tokenizer and inference API."""
@@ -206,6 +261,13 @@ def _torch_modules() -> Any:
             heads = int(getattr(backbone.config, "num_attention_heads", 1) or 1)
             self.cross_blocks = nn.ModuleList(
                 [_CrossBlock(hidden, heads) for _ in range(max(0, int(cfg.cross_attention)))]
+            )
+            if cfg.relation_head and not cfg.cross_attention:
+                raise ValueError(
+                    "relation_head reads the cross-attention blocks: it needs cross_attention > 0"
+                )
+            self.relation = (
+                _RelationHead(hidden, int(cfg.relation_head), cfg.grid) if cfg.relation_head else None
             )
 
         # -- building blocks ---------------------------------------------------------------
@@ -296,11 +358,24 @@ def _torch_modules() -> Any:
             self, text_lower: torch.Tensor, mask: torch.Tensor, image_lower: torch.Tensor
         ) -> torch.Tensor:
             """Late fusion: the top ``cross_layers`` layers over a text's and an image's lower states."""
-            for block in self.cross_blocks:
-                text_lower = block(text_lower, image_lower)
+            return self.fuse_parts(text_lower, mask, image_lower)[0]
+
+        def fuse_parts(
+            self, text_lower: torch.Tensor, mask: torch.Tensor, image_lower: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """:meth:`fuse`, and the ``relation_head`` term of each pair (None without one)."""
+            attn = None
+            for n, block in enumerate(self.cross_blocks):
+                last = self.relation is not None and n == len(self.cross_blocks) - 1
+                text_lower, attn = block(text_lower, image_lower, weights=last)
+            relation = None
+            if self.relation is not None:
+                assert attn is not None
+                relation = self.relation(text_lower, attn, mask)
             hidden = torch.cat([text_lower, image_lower], dim=1)
             ones = torch.ones(image_lower.shape[:2], dtype=mask.dtype, device=mask.device)
-            return self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)
+            top = self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)
+            return top, relation
 
         def _text_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             b, n = ids.shape
@@ -388,12 +463,19 @@ def _torch_modules() -> Any:
             return self._run(emb, full_mask, torch.cat([ttypes, ptypes], 1), torch.cat([tpos, ppos], 1))
 
         def cross_parts(
-            self, hidden: torch.Tensor, mask: torch.Tensor, twin: torch.Tensor | None = None
+            self,
+            hidden: torch.Tensor,
+            mask: torch.Tensor,
+            twin: torch.Tensor | None = None,
+            relation: torch.Tensor | None = None,
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            """The two terms of the cross logit: the CLS head's and the second term (0 for ``cls``;
-            the pair cosine for ``cls+pair``; for ``residual`` the twin-mode cosine ``twin`` of
-            each pair times the bi-encoder's scale, both taken as constants)."""
+            """The two terms of the cross logit: the CLS head's (plus the ``relation`` term of
+            :meth:`fuse_parts`, when given) and the second term (0 for ``cls``; the pair cosine for
+            ``cls+pair``; for ``residual`` the twin-mode cosine ``twin`` of each pair times the
+            bi-encoder's scale, both taken as constants)."""
             cls = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
+            if relation is not None:
+                cls = cls + relation.float()
             if self.cfg.cross_readout == "cls":
                 return cls, torch.zeros_like(cls)
             if self.cfg.cross_readout == "residual":
@@ -714,17 +796,17 @@ class JointModel:
         residual = self.config.cross_readout == "residual"
         if self.config.cross_layers:
             t_low, t_top = net.text_states(ids, mask, final=residual)
-            hidden = net.fuse(t_low[tw], mask[tw], low[iw])
+            hidden, relation = net.fuse_parts(t_low[tw], mask[tw], low[iw])
             text_vec = net.pool_text(t_top, mask) if residual else None
         else:
-            hidden = net.cross_hidden(ids[tw], mask[tw], tokens=low[iw])
+            hidden, relation = net.cross_hidden(ids[tw], mask[tw], tokens=low[iw]), None
             text_vec = net.embed_text(ids, mask) if residual else None
         twin = None
         if text_vec is not None:
             if res is None:
                 raise ValueError("the residual readout needs each image's bi-encoder vector")
             twin = (text_vec[tw] * res[iw]).sum(-1)
-        result: tuple[torch.Tensor, torch.Tensor] = net.cross_parts(hidden, mask[tw], twin)
+        result: tuple[torch.Tensor, torch.Tensor] = net.cross_parts(hidden, mask[tw], twin, relation)
         return result
 
 

@@ -194,12 +194,13 @@ def step_losses(
                 tokens = _append_rows(tokens, extra_tokens, b)
             if residual:
                 i_vec = _append_rows(i_vec, e_vec.to(i_vec.dtype), b)
+        relation = None
         if late:
-            hidden = net.fuse(t_low[flat_text], mask[flat_text], i_low[flat_image])
+            hidden, relation = net.fuse_parts(t_low[flat_text], mask[flat_text], i_low[flat_image])
         else:
             hidden = net.cross_hidden(ids[flat_text], mask[flat_text], tokens=tokens[flat_image])
         twin = (t_vec[flat_text] * i_vec[flat_image]).sum(-1) if residual else None
-        cls, second = net.cross_parts(hidden, mask[flat_text], twin)
+        cls, second = net.cross_parts(hidden, mask[flat_text], twin, relation)
     shape = (cand.text.shape[1], len(cand.rows))
     lc = cross_loss_share(cfg.ce_loss, (cls + second).reshape(shape).T, n_rows)
     loss = loss + cfg.ce_weight * lc

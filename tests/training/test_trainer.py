@@ -270,3 +270,13 @@ def test_freeze_word_embeddings_keeps_the_table_and_trains_the_layers(
         train_single(_cfg(tiny_backbone, tiny_model_config), tmp_path / "t", pool=pool, progress=False)
     )
     assert not np.array_equal(free[table], init[table])  # without the option the table trains
+
+
+def test_the_relation_head_trains(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    model_cfg = {**tiny_model_config, "cross_layers": 1, "cross_attention": 1, "relation_head": 8}
+    cfg = replace(_cfg(tiny_backbone, tiny_model_config), model=model_cfg, flip_negative_rate=0.5)
+    model = train_single(cfg, tmp_path / "r", pool=pool, progress=False)
+    score = model.net.state_dict()["relation.score.weight"].numpy()
+    assert np.abs(score).max() > 0  # zero at initialisation: the matching loss reached it
