@@ -181,10 +181,10 @@ def test_service_batches_concurrent_requests(tmp_path: Path, tiny_model_dir: Pat
     from search_backend.config import Settings
     from search_backend.jobs.submit import file_checksum, vector_id
     from search_backend.rerank.service import create_app
-    from tests.rerank.test_renditions import _index_jpegs
+    from tests.rerank.test_renditions import index_jpegs
 
     settings = Settings(home=tmp_path / "home", model=str(tiny_model_dir), threads=1, batch_wait_ms=1000)
-    paths = _index_jpegs(settings, tmp_path / "data")
+    paths = index_jpegs(settings, tmp_path / "data")
     hits = [{"id": vector_id("image", file_checksum(p))} for p in paths]
     body = {"hits": hits, "collection": "c"}
     answers = {}
