@@ -361,12 +361,19 @@ def _torch_modules() -> Any:
             return self.fuse_parts(text_lower, mask, image_lower)[0]
 
         def fuse_parts(
-            self, text_lower: torch.Tensor, mask: torch.Tensor, image_lower: torch.Tensor
-        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-            """:meth:`fuse`, and the ``relation_head`` term of each pair (None without one)."""
+            self,
+            text_lower: torch.Tensor,
+            mask: torch.Tensor,
+            image_lower: torch.Tensor,
+            *,
+            attention: bool = False,
+        ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+            """:meth:`fuse`, the ``relation_head`` term of each pair (None without one) and (with
+            ``attention``, or a relation head) the last cross-attention block's head-averaged
+            attention of each text token over the image tokens (None without such blocks)."""
             attn = None
             for n, block in enumerate(self.cross_blocks):
-                last = self.relation is not None and n == len(self.cross_blocks) - 1
+                last = (attention or self.relation is not None) and n == len(self.cross_blocks) - 1
                 text_lower, attn = block(text_lower, image_lower, weights=last)
             relation = None
             if self.relation is not None:
@@ -375,7 +382,7 @@ def _torch_modules() -> Any:
             hidden = torch.cat([text_lower, image_lower], dim=1)
             ones = torch.ones(image_lower.shape[:2], dtype=mask.dtype, device=mask.device)
             top = self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)
-            return top, relation
+            return top, relation, attn
 
         def _text_inputs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             b, n = ids.shape
@@ -796,7 +803,7 @@ class JointModel:
         residual = self.config.cross_readout == "residual"
         if self.config.cross_layers:
             t_low, t_top = net.text_states(ids, mask, final=residual)
-            hidden, relation = net.fuse_parts(t_low[tw], mask[tw], low[iw])
+            hidden, relation, _ = net.fuse_parts(t_low[tw], mask[tw], low[iw])
             text_vec = net.pool_text(t_top, mask) if residual else None
         else:
             hidden, relation = net.cross_hidden(ids[tw], mask[tw], tokens=low[iw]), None

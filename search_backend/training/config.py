@@ -82,6 +82,11 @@ class TrainConfig:
     ground_weight: float = 0.0
     """Weight of the grounding loss (``training.grounding``): in each positive pair's cross pass,
     every word of an object mention predicts the patch row and column of its object. 0: off."""
+    attend_weight: float = 0.0
+    """Weight of a loss on the last cross-attention block's attention (``model.cross_attention``):
+    in each positive pair, every word of an object mention should attend to its object's patch
+    (−log of the head-averaged attention there). Sharp attention is what ``model.relation_head``
+    reads positions from. 0: off."""
     pool_negatives: int = 20
     pool_refresh: int = 100
     """Steps between two re-embeddings of the pool for ``pool_negative_rate``."""
@@ -172,13 +177,19 @@ class TrainConfig:
         for name in _RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
-        for name in ("ground_weight", "cls_weight"):
+        for name in ("ground_weight", "cls_weight", "attend_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ce_negatives < 1 or self.ce_negatives >= self.batch_size:
             raise ValueError(f"ce_negatives must be within [1, batch_size), got {self.ce_negatives}")
         if self.ce_negatives > 1:
-            for name in ("text_hard_rate", "flip_negative_rate", "pool_negative_rate", "ground_weight"):
+            for name in (
+                "text_hard_rate",
+                "flip_negative_rate",
+                "pool_negative_rate",
+                "ground_weight",
+                "attend_weight",
+            ):
                 if getattr(self, name):
                     raise ValueError(f"{name} works with one negative per positive (ce_negatives=1)")
         if self.ce_rows < 0:
@@ -212,6 +223,7 @@ class TrainConfig:
         "text_hard_rate",
         "flip_negative_rate",
         "ground_weight",
+        "attend_weight",
         "freeze_word_embeddings",
         "backbone",
         "init_from",
@@ -253,7 +265,7 @@ class TrainConfig:
 
     def scenes_needed(self) -> str:
         """The first option that reads shapes scenes (contrast captions, flips, grounding), or ''."""
-        for name in ("text_hard_rate", "flip_negative_rate", "ground_weight"):
+        for name in ("text_hard_rate", "flip_negative_rate", "ground_weight", "attend_weight"):
             if getattr(self, name):
                 return name
         return ""

@@ -25,7 +25,14 @@ if TYPE_CHECKING:
 
     from search_backend.data.shapes import Scene
 
-__all__ = ["GroundingTargets", "build_grounding_head", "grounding_loss", "grounding_targets", "mentions"]
+__all__ = [
+    "GroundingTargets",
+    "attention_loss",
+    "build_grounding_head",
+    "grounding_loss",
+    "grounding_targets",
+    "mentions",
+]
 
 _SIZE_OF = {word: size for size, words in SIZE_WORDS.items() for word in words}
 _MENTION = re.compile(
@@ -111,3 +118,21 @@ def grounding_loss(head: torch.nn.Module, hidden: torch.Tensor, targets: Groundi
     grid = logits.shape[-1] // 2
     rows = cross_entropy(logits[:, :grid], targets.patch_row)
     return (rows + cross_entropy(logits[:, grid:], targets.patch_col)) / 2
+
+
+def attention_loss(attn: torch.Tensor, targets: GroundingTargets, grid: int) -> torch.Tensor:
+    """Mean over the grounded tokens of −log of the attention their object's cell gets.
+
+    ``attn``: a cross-attention block's head-averaged weights (batch, tokens, image tokens) for the
+    captions of ``targets``; its last ``grid²`` image tokens are the patches (row-major), and their
+    weights are renormalised among themselves (an image CLS before them takes its share).
+    """
+    import torch
+
+    if len(targets) == 0:
+        return attn.sum() * 0.0
+    patches = grid * grid
+    w = attn[targets.rows, targets.tokens][:, -patches:].float()
+    w = w / w.sum(-1, keepdim=True).clamp(min=1e-6)
+    cell = targets.patch_row * grid + targets.patch_col
+    return -torch.log(w.gather(1, cell[:, None]).clamp(min=1e-6)).mean()

@@ -194,9 +194,11 @@ def step_losses(
                 tokens = _append_rows(tokens, extra_tokens, b)
             if residual:
                 i_vec = _append_rows(i_vec, e_vec.to(i_vec.dtype), b)
-        relation = None
+        relation = attn = None
         if late:
-            hidden, relation = net.fuse_parts(t_low[flat_text], mask[flat_text], i_low[flat_image])
+            hidden, relation, attn = net.fuse_parts(
+                t_low[flat_text], mask[flat_text], i_low[flat_image], attention=cfg.attend_weight > 0
+            )
         else:
             hidden = net.cross_hidden(ids[flat_text], mask[flat_text], tokens=tokens[flat_image])
         twin = (t_vec[flat_text] * i_vec[flat_image]).sum(-1) if residual else None
@@ -209,8 +211,8 @@ def step_losses(
         lcls = cross_loss_share(cfg.ce_loss, cls.reshape(shape).T, n_rows)
         loss = loss + cfg.cls_weight * lcls
         logs["cls"] = all_reduce_sum(lcls.item(), dist)
-    if ground_head is not None:
-        from search_backend.training.grounding import grounding_loss, grounding_targets
+    if ground_head is not None or cfg.attend_weight > 0:
+        from search_backend.training.grounding import attention_loss, grounding_loss, grounding_targets
 
         n_pos = len(cand.rows)
         targets = grounding_targets(
@@ -220,9 +222,19 @@ def step_losses(
             model.config.grid,
             model.config.max_text_len,
         )
-        lg = grounding_loss(ground_head, hidden[:n_pos], targets) * (n_pos / max(1, n_rows))
-        loss = loss + cfg.ground_weight * lg
-        logs["ground"] = all_reduce_sum(lg.item(), dist)
+        share = n_pos / max(1, n_rows)
+        if ground_head is not None:
+            lg = grounding_loss(ground_head, hidden[:n_pos], targets) * share
+            loss = loss + cfg.ground_weight * lg
+            logs["ground"] = all_reduce_sum(lg.item(), dist)
+        if cfg.attend_weight > 0:
+            if attn is None:
+                raise ValueError(
+                    "attend_weight supervises the cross-attention blocks: model.cross_attention > 0"
+                )
+            la = attention_loss(attn[:n_pos], targets, model.config.grid) * share
+            loss = loss + cfg.attend_weight * la
+            logs["attend"] = all_reduce_sum(la.item(), dist)
     return loss, logs
 
 

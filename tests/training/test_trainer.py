@@ -280,3 +280,23 @@ def test_the_relation_head_trains(
     model = train_single(cfg, tmp_path / "r", pool=pool, progress=False)
     score = model.net.state_dict()["relation.score.weight"].numpy()
     assert np.abs(score).max() > 0  # zero at initialisation: the matching loss reached it
+
+
+def test_attend_weight_sharpens_the_cross_attention_on_the_mentioned_objects(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    import json
+
+    model_cfg = {**tiny_model_config, "cross_layers": 1, "cross_attention": 1}
+    base = replace(_cfg(tiny_backbone, tiny_model_config), model=model_cfg, steps=12, log_every=1)
+    train_single(replace(base, attend_weight=1.0, lr_new=1e-2), tmp_path / "a", pool=pool, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    attend = [x["attend"] for x in lines if "attend" in x]
+    assert len(attend) >= 10 and np.mean(attend[-3:]) < np.mean(attend[:3])  # it learns where to look
+    with pytest.raises(ValueError, match="attend_weight supervises the cross-attention blocks"):
+        train_single(
+            replace(base, attend_weight=1.0, model=tiny_model_config),
+            tmp_path / "b",
+            pool=pool,
+            progress=False,
+        )
