@@ -27,9 +27,12 @@ import numpy as np
 from search_backend.model.states import ImageStates
 
 if TYPE_CHECKING:
-    from search_backend.config import Settings
+    from PIL import Image
 
-__all__ = ["STATE_MAX_BYTES", "ModelStates", "StateStore", "model_states"]
+    from search_backend.config import Settings
+    from search_backend.data.renditions import Renditions
+
+__all__ = ["STATE_MAX_BYTES", "ModelStates", "StateStore", "model_states", "read_model_ready"]
 
 STATE_MAX_BYTES = 4_000_000
 """Largest state file read back (a base-size model's image states are about 0.3 MB)."""
@@ -114,3 +117,27 @@ def model_states(settings: Settings, model: Any) -> ModelStates | None:
         return None
     shape, dim = model.states_shape
     return ModelStates(StateStore(settings.renditions_path / "states"), key, tuple(shape), int(dim))
+
+
+def read_model_ready(
+    checksum: str | None,
+    side: int,
+    states: ModelStates | None,
+    renditions: Renditions | None,
+    reads: dict[str, int],
+    *,
+    item: str | None = None,
+) -> ImageStates | Image.Image | None:
+    """An indexed image as the model reads it, by content ``checksum``: its stored states, else its
+    rendition for ``side``, each counted in ``reads`` (``states`` / ``rendition``); None when it has
+    neither (the caller falls back to the original file)."""
+    if checksum is None:
+        return None
+    stored = states.read(checksum) if states is not None else None
+    if stored is not None:
+        reads["states"] = reads.get("states", 0) + 1
+        return stored
+    image = renditions.read(checksum, side, item=item) if renditions is not None else None
+    if image is not None:
+        reads["rendition"] = reads.get("rendition", 0) + 1
+    return image

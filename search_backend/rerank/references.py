@@ -33,6 +33,7 @@ from search_backend.data.images import (
     load_image,
 )
 from search_backend.data.renditions import checksum_of_id, renditions_for
+from search_backend.data.state_store import read_model_ready
 from search_backend.rerank.limits import RequestError
 
 if TYPE_CHECKING:
@@ -136,16 +137,11 @@ class ImageReader:
         source = meta.get("source")
         if meta.get("kind") != "image" or not isinstance(source, str) or not source:
             raise RequestError(422, f"{where}: item in collection {collection!r} is not an image")
-        checksum = checksum_of_id(item_id)
-        stored = self.states.read(checksum) if self.states is not None and checksum else None
-        if stored is not None:
-            self.reads["states"] = self.reads.get("states", 0) + 1
-            return stored
-        if self.renditions is not None and checksum is not None:
-            image = self.renditions.read(checksum, self.reduce_to, item=where)
-            if image is not None:
-                self.reads["rendition"] = self.reads.get("rendition", 0) + 1
-                return image
+        ready = read_model_ready(
+            checksum_of_id(item_id), self.reduce_to, self.states, self.renditions, self.reads, item=where
+        )
+        if ready is not None:
+            return ready
         self.reads["original"] = self.reads.get("original", 0) + 1
         try:  # the collection's own images: bounded by the deadline, not the client's pixel budget
             return load_image(os.fspath(source), **{**self._options(where), "budget": None})

@@ -99,7 +99,7 @@ def _hit_images(
     """Each hit's stored image states (a joint model's, made at indexing), else its rendition, else
     (counted in ``reads["original"]``) its original file; None when none can be read."""
     from search_backend.data.renditions import checksum_of_id, renditions_for
-    from search_backend.data.state_store import model_states
+    from search_backend.data.state_store import model_states, read_model_ready
     from search_backend.model.inputs import image_side
 
     reduce_to = image_side(model)
@@ -108,16 +108,9 @@ def _hit_images(
     out: list[Any] = []
     for m in matches:
         check()
-        checksum = checksum_of_id(m.id)
-        stored = states.read(checksum) if states is not None and checksum else None
-        if stored is not None:
-            reads["states"] = reads.get("states", 0) + 1
-            out.append(stored)
-            continue
-        image = renditions.read(checksum, reduce_to) if renditions is not None and checksum else None
-        if image is not None:
-            reads["rendition"] = reads.get("rendition", 0) + 1
-            out.append(image)
+        ready = read_model_ready(checksum_of_id(m.id), reduce_to, states, renditions, reads)
+        if ready is not None:
+            out.append(ready)
             continue
         source = m.metadata.get("source")
         if source:
