@@ -229,7 +229,9 @@ def test_inline_and_file_images_have_a_byte_cap(svc, tmp_path: Path) -> None:  #
 
 def test_model_work_stops_at_the_deadline(svc) -> None:  # type: ignore[no-untyped-def]
     settings, images, _, _ = svc
-    app = create_app(settings.with_overrides(request_timeout=1.0, score_batch_size=8))
+    # batches of 8 pairs with or without the micro-batcher: 50 model calls of >= 0.2 s each, far
+    # past the 1 s deadline however fast the model itself is
+    app = create_app(settings.with_overrides(request_timeout=1.0, score_batch_size=8, batch_max_pairs=8))
     client = TestClient(app)
     model = cached_model(settings.model)
     calls: list[float] = []
