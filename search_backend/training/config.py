@@ -44,6 +44,16 @@ class TrainConfig:
     """Keep the backbone's word-embedding table fixed (our own model). Training on one language
     then moves only the layers above it, so the rows of the languages it never sees stay aligned
     with the trained ones (zero-shot transfer of a multilingual backbone)."""
+    train_only: str = ""
+    """Comma-separated prefixes of the model's parameter names (e.g. ``relation.`` or
+    ``relation.,cross_head.``): only those parameters learn, at ``lr_new``; every other weight
+    (and the grounding head) stays fixed. A readout-only phase after joint training, started with
+    ``init_from``. Empty: everything learns."""
+    freeze_backbone_layers: int = 0
+    """Keep the backbone's embeddings (word, position, type) and its lowest N transformer layers
+    at their pretrained weights (our own model; both modalities run through them, so the image
+    side adapts by its encoder and projection). Training on one language then leaves those
+    layers' cross-lingual alignment intact; the layers above still learn."""
     weight_decay: float = 0.01
     warmup_steps: int = 25
     """Linear warm-up length; shorter warm-ups collapsed the bi-encoder (constant embeddings)."""
@@ -177,6 +187,8 @@ class TrainConfig:
         for name in _RATES:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {getattr(self, name)}")
+        if self.freeze_backbone_layers < 0:
+            raise ValueError(f"freeze_backbone_layers must be >= 0, got {self.freeze_backbone_layers}")
         for name in ("ground_weight", "cls_weight", "attend_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -225,6 +237,8 @@ class TrainConfig:
         "ground_weight",
         "attend_weight",
         "freeze_word_embeddings",
+        "freeze_backbone_layers",
+        "train_only",
         "backbone",
         "init_from",
     )

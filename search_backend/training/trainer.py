@@ -78,17 +78,38 @@ _CKPT = "checkpoint"
 _BEST = "best"
 
 
+def _frozen_backbone(model: JointModel, cfg: TrainConfig) -> list[Any]:
+    """The backbone parameters kept at their pretrained weights: the word-embedding table
+    (``freeze_word_embeddings``), or all embeddings and the lowest ``freeze_backbone_layers``
+    transformer layers."""
+    backbone = model.net.backbone
+    frozen: list[Any] = []
+    if cfg.freeze_word_embeddings:
+        frozen.append(backbone.get_input_embeddings().weight)
+    n = cfg.freeze_backbone_layers
+    if n:
+        layers = backbone.encoder.layer
+        if n > len(layers):
+            raise ValueError(f"freeze_backbone_layers={n}, but the backbone has only {len(layers)} layers")
+        frozen += list(backbone.embeddings.parameters())
+        for layer in layers[:n]:
+            frozen += list(layer.parameters())
+    return frozen
+
+
 def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[Any, Any]:
-    """AdamW: the backbone at ``lr_backbone`` (its word embeddings frozen with
-    ``freeze_word_embeddings``), a pretrained image CNN at ``lr_image_encoder`` (or frozen), new
-    modules (and ``extra`` ones) at ``lr_new``."""
+    """AdamW: the backbone at ``lr_backbone`` (less what :func:`_frozen_backbone` keeps fixed), a
+    pretrained image CNN at ``lr_image_encoder`` (or frozen), new modules (and ``extra`` ones) at
+    ``lr_new``; with ``train_only``, only the parameters it names."""
     import torch
 
+    if cfg.train_only:
+        return _schedule(cfg, _only_optimizer(model, cfg, extra))
     backbone: list[Any] = []
     cnn: list[Any] = []
     new: list[Any] = list(extra)
     pretrained_cnn = model.config.image_encoder != "patches"
-    frozen = {id(model.net.backbone.get_input_embeddings().weight)} if cfg.freeze_word_embeddings else set()
+    frozen = {id(p) for p in _frozen_backbone(model, cfg)}
     for name, p in model.net.named_parameters():
         if id(p) in frozen:
             p.requires_grad_(False)
@@ -103,7 +124,30 @@ def _optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> tuple[A
     groups = [{"params": backbone, "lr": cfg.lr_backbone}, {"params": new, "lr": cfg.lr_new}]
     if cnn:
         groups.append({"params": cnn, "lr": cfg.lr_image_encoder or cfg.lr_backbone})
-    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    return _schedule(cfg, torch.optim.AdamW(groups, weight_decay=cfg.weight_decay))
+
+
+def _only_optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> Any:
+    """AdamW over the parameters ``train_only`` names, at ``lr_new``; all others are frozen."""
+    import torch
+
+    prefixes = tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
+    chosen: list[Any] = []
+    for name, p in model.net.named_parameters():
+        p.requires_grad_(name.startswith(prefixes))
+        if p.requires_grad:
+            chosen.append(p)
+    for p in extra:
+        p.requires_grad_(False)
+    if not chosen:
+        raise ValueError(f"train_only={cfg.train_only!r} names no parameter of this model")
+    return torch.optim.AdamW([{"params": chosen, "lr": cfg.lr_new}], weight_decay=cfg.weight_decay)
+
+
+def _schedule(cfg: TrainConfig, opt: Any) -> tuple[Any, Any]:
+    """``opt`` and its schedule: linear warm-up over ``warmup_steps``, then linear decay to 0."""
+    import torch
+
     warm = max(1, min(cfg.warmup_steps, cfg.steps))
 
     def schedule(step: int) -> float:

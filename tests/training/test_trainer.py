@@ -272,6 +272,23 @@ def test_freeze_word_embeddings_keeps_the_table_and_trains_the_layers(
     assert not np.array_equal(free[table], init[table])  # without the option the table trains
 
 
+def test_freeze_backbone_layers_keeps_the_lowest_layers_and_trains_the_rest(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    init = _weights(JointModel.from_backbone(tiny_backbone))
+    cfg = _cfg(tiny_backbone, tiny_model_config, freeze_backbone_layers=1)
+    trained = _weights(train_single(cfg, tmp_path / "f", pool=pool, progress=False))
+    kept = [k for k in init if k.startswith(("backbone.embeddings.", "backbone.encoder.layer.0."))]
+    assert kept and all(np.array_equal(trained[k], init[k]) for k in kept)
+    above = "backbone.encoder.layer.1.attention.self.query.weight"
+    assert not np.array_equal(trained[above], init[above])
+    assert not np.array_equal(trained["image_proj.weight"], init["image_proj.weight"])
+    with pytest.raises(ValueError, match="only 2 layers"):
+        train_single(replace(cfg, freeze_backbone_layers=3), tmp_path / "x", pool=pool, progress=False)
+    with pytest.raises(ValueError, match="freeze_backbone_layers must be >= 0"):
+        replace(cfg, freeze_backbone_layers=-1).validate()
+
+
 def test_the_relation_head_trains(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
@@ -280,6 +297,32 @@ def test_the_relation_head_trains(
     model = train_single(cfg, tmp_path / "r", pool=pool, progress=False)
     score = model.net.state_dict()["relation.score.weight"].numpy()
     assert np.abs(score).max() > 0  # zero at initialisation: the matching loss reached it
+
+
+def test_train_only_trains_the_named_parameters_and_nothing_else(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    model_cfg = {**tiny_model_config, "cross_layers": 1, "cross_attention": 1, "relation_head": 8}
+    cfg = replace(_cfg(tiny_backbone, tiny_model_config), model=model_cfg, flip_negative_rate=0.5)
+    start = train_single(replace(cfg, steps=1), tmp_path / "a", pool=pool, progress=False)
+    before = _weights(start)
+    after = _weights(
+        train_single(
+            replace(cfg, init_from=str(tmp_path / "a"), train_only="relation.", ground_weight=0.5),
+            tmp_path / "b",
+            pool=pool,
+            progress=False,
+        )
+    )
+    moved = {k for k in before if not np.array_equal(before[k], after[k])}
+    assert moved and all(k.startswith("relation.") for k in moved), sorted(moved)[:5]
+    with pytest.raises(ValueError, match="names no parameter"):
+        train_single(
+            replace(cfg, init_from=str(tmp_path / "a"), train_only="nothing."),
+            tmp_path / "c",
+            pool=pool,
+            progress=False,
+        )
 
 
 def test_attend_weight_sharpens_the_cross_attention_on_the_mentioned_objects(
