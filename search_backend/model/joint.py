@@ -79,12 +79,14 @@ class JointConfig:
     do). Twin mode never passes them, so the bi-encoder is unchanged. 0: none."""
     relation_head: int = 0
     """With ``cross_attention``: width of a relation-network readout (0: none). Every pair of
-    caption tokens (i, j) is scored from their states after the cross-attention blocks and from the
-    difference of where in the image each attends (the attention-weighted patch row and column,
-    from the last block); an attention over the pairs pools the pair scores into a term added to
-    the CLS head's. A spatial relation ("left of") compares two grounded positions, which the
-    CLS state of the fusion layers was measured to lose. Its output layer starts at zero: the
-    model starts as it would without it."""
+    caption tokens (i, j) is scored from their states as they enter the cross-attention blocks
+    (the caption alone) and from the difference of where in the image each attends (the
+    attention-weighted patch row and column, from the last block); an attention over the pairs
+    pools the pair scores into a term added to the CLS head's. A spatial relation ("left of")
+    compares two grounded positions, which the CLS state of the fusion layers was measured to
+    lose. Reading the pairs after the blocks instead (where the attended image content has been
+    added to each word) was measured not to learn: the head fitted image content, not layout.
+    Its output layer starts at zero: the model starts as it would without it."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -372,13 +374,14 @@ def _torch_modules() -> Any:
             ``attention``, or a relation head) the last cross-attention block's head-averaged
             attention of each text token over the image tokens (None without such blocks)."""
             attn = None
+            words = text_lower  # the caption alone: what the relation head reads its pairs from
             for n, block in enumerate(self.cross_blocks):
                 last = (attention or self.relation is not None) and n == len(self.cross_blocks) - 1
                 text_lower, attn = block(text_lower, image_lower, weights=last)
             relation = None
             if self.relation is not None:
                 assert attn is not None
-                relation = self.relation(text_lower, attn, mask)
+                relation = self.relation(words, attn, mask)
             hidden = torch.cat([text_lower, image_lower], dim=1)
             ones = torch.ones(image_lower.shape[:2], dtype=mask.dtype, device=mask.device)
             top = self._layers(hidden, torch.cat([mask, ones], dim=1), self.fusion_start, self.n_layers)
