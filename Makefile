@@ -37,7 +37,7 @@ services:
 	-bash scripts/tls_proxy.sh start
 
 test: lint services
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"
