@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,10 +29,15 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-__all__ = ["CROSS_READOUTS", "POSITION_INITS", "JointConfig", "JointModel", "build_joint_model"]
+__all__ = ["CROSS_READOUTS", "GROWABLE", "POSITION_INITS", "JointConfig", "JointModel", "build_joint_model"]
 
 CROSS_READOUTS = ("cls", "cls+pair", "residual")
 POSITION_INITS = ("random", "sincos")
+
+GROWABLE = {"cross_attention": "cross_blocks.", "relation_head": "relation."}
+"""The JointConfig fields that can be switched on for a trained model (``JointModel.load(grow=)``)
+and the parameter-name prefix of the module each adds; that module starts as it would in a new
+model, every other weight is the trained one."""
 
 _WEIGHTS = "model.safetensors"
 _BACKBONE_DIR = "backbone"
@@ -118,6 +123,29 @@ def _sincos_grid(grid: int, hidden: int) -> tuple[torch.Tensor, torch.Tensor]:
     cols[:, half : half + waves.shape[1]] = waves
     norm = float(np.sqrt(2.0))  # sin/cos pairs have RMS 1/sqrt(2) over the half they fill
     return rows * norm, cols * norm
+
+
+def _grown(cfg: JointConfig, grow: dict[str, Any], path: Path) -> tuple[JointConfig, tuple[str, ...]]:
+    """``cfg`` with the ``grow`` values (see :meth:`JointModel.load`) and the parameter-name
+    prefixes of the modules that they add."""
+    known = set(JointConfig.__dataclass_fields__)
+    changes: dict[str, Any] = {}
+    for key, value in grow.items():
+        if key not in known:
+            raise ValueError(f"model.{key}: not a JointConfig field")
+        current = getattr(cfg, key)
+        if value == current:
+            continue
+        if key not in GROWABLE or current:
+            addable = " and ".join(GROWABLE)
+            raise ValueError(
+                f"model.{key}={value!r}: {path} was trained with {key}={current!r}; a trained model keeps "
+                f"its settings, only {addable} can be switched on (from 0) for it"
+            )
+        changes[key] = value
+    if not changes:
+        return cfg, ()
+    return replace(cfg, **changes), tuple(GROWABLE[k] for k in changes)
 
 
 @functools.cache
@@ -559,7 +587,11 @@ class JointModel:
         write_model_config(path, {"type": _TYPE, "config": asdict(self.config)})
 
     @classmethod
-    def load(cls, path: str | Path) -> JointModel:
+    def load(cls, path: str | Path, *, grow: dict[str, Any] | None = None) -> JointModel:
+        """The model saved in ``path``. ``grow``: JointConfig values for the loaded model; a value
+        equal to the saved one is kept, a :data:`GROWABLE` field that is off (0) is switched on with
+        its module freshly initialised (e.g. a relation head added to a trained model before a
+        ``train_only`` phase); any other change raises ValueError, since trained weights fix it."""
         from safetensors.torch import load_model
 
         from search_backend.model.backbone import load_backbone
@@ -572,14 +604,18 @@ class JointModel:
             cfg = JointConfig(**meta.get("config", {}))
         except TypeError as exc:
             raise ModelLoadError(f"{path}: bad joint model config ({exc})") from exc
+        cfg, fresh = _grown(cfg, grow or {}, path)
         if not (path / _WEIGHTS).is_file():
             raise ModelLoadError(f"{path}: missing {_WEIGHTS}")
         backbone, tokenizer = load_backbone(path / _BACKBONE_DIR, pretrained=False)
         net = _torch_modules()(backbone, tokenizer, cfg)
         try:
-            load_model(net, str(path / _WEIGHTS))
+            missing, unexpected = load_model(net, str(path / _WEIGHTS), strict=not fresh)
         except (RuntimeError, OSError) as exc:
             raise ModelLoadError(f"{path}: weights do not match the saved config ({exc})") from exc
+        stray = [k for k in missing if not k.startswith(fresh)] + list(unexpected)
+        if stray:
+            raise ModelLoadError(f"{path}: weights do not match the saved config ({', '.join(stray[:5])})")
         model = cls(net, tokenizer, cfg)
         model.weights_path = path / _WEIGHTS
         if get_settings().quantize == "int8":

@@ -22,7 +22,14 @@ from search_backend.training.validation import check_select
 __all__ = ["RUN_ONLY", "SETUPS", "TrainConfig", "config_json", "trained_fields"]
 
 SETUPS = ("be", "ce", "sep", "joint")
-_RATES = ("hard_rate", "hard_other_group_rate", "text_hard_rate", "flip_negative_rate", "pool_negative_rate")
+_RATES = (
+    "hard_rate",
+    "hard_other_group_rate",
+    "image_negative_share",
+    "text_hard_rate",
+    "flip_negative_rate",
+    "pool_negative_rate",
+)
 RUN_ONLY = ("workers", "device", "log_every", "checkpoint_every", "grad_checkpointing", "grad_accum")
 """Fields that change how a run executes, not what it trains."""
 
@@ -47,8 +54,10 @@ class TrainConfig:
     train_only: str = ""
     """Comma-separated prefixes of the model's parameter names (e.g. ``relation.`` or
     ``relation.,cross_head.``): only those parameters learn, at ``lr_new``; every other weight
-    (and the grounding head) stays fixed. A readout-only phase after joint training, started with
-    ``init_from``. Empty: everything learns."""
+    (and the grounding head) stays fixed, and the fixed modules run as at inference (no dropout),
+    so the named ones learn from the features they will see when serving. A readout-only phase
+    after joint training, started with ``init_from`` (and ``model.relation_head=N`` to add a fresh
+    head to a model trained without one). Empty: everything learns."""
     freeze_backbone_layers: int = 0
     """Keep the backbone's embeddings (word, position, type) and its lowest N transformer layers
     at their pretrained weights (our own model; both modalities run through them, so the image
@@ -78,6 +87,10 @@ class TrainConfig:
     """How many of a batch's rows also train the cross-encoder (0: all). The cross-encoder reads
     text and patches together, so its rows cost the most; a subset makes a step cheaper while the
     bi-encoder (and the hard-negative mining) still sees the whole batch."""
+    image_negative_share: float = 0.5
+    """Share of the cross-encoder's rows whose negative shows a wrong image for the row's caption;
+    the other rows keep their image and read a wrong caption. At 1.0 with ``flip_negative_rate=1``
+    every negative of a shapes batch is its positive's mirror image: a relation-only objective."""
     text_hard_rate: float = 0.0
     """Share of the cross-encoder's wrong-caption negatives replaced by a *contrast caption* of the
     positive scene (objects or colours swapped, see ``shapes.contrast_caption``)."""
@@ -151,7 +164,10 @@ class TrainConfig:
     """Steps between two ``metrics.jsonl`` training lines."""
     backbone: str = ""
     init_from: str = ""
-    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``)."""
+    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``).
+    Its saved model settings stand; ``model.`` values may only repeat them, or switch on a module
+    it was trained without (``model.cross_attention``, ``model.relation_head``), which then starts
+    freshly initialised (``JointModel.load(grow=)``)."""
     model: dict[str, Any] = field(default_factory=dict)
     """JointConfig overrides (image_size, patch_size, embed_dim, max_text_len)."""
     # --- fine-tuning a Hugging Face checkpoint instead of our own model (training.hf) ---
@@ -229,6 +245,7 @@ class TrainConfig:
     _INIT_ONLY = ("cross_init", "miner", "sigmoid_loss", "freeze_vision_blocks", "grad_checkpointing")
     _NOT_WITH_INIT = (
         "ce_negatives",
+        "image_negative_share",
         "ce_rows",
         "cls_weight",
         "pool_negative_rate",

@@ -1,7 +1,8 @@
 """The cross-encoder's training rows: each positive pair and one negative, by configured strategy.
 
-Every row of a batch is a positive (caption, image) pair. Its negative swaps the image (half the
-rows) or the caption (the other half); what is swapped in comes from, in this order:
+Every row of a batch is a positive (caption, image) pair. Its negative swaps the image (a share
+``image_negative_share`` of the rows, half by default) or the caption (the others); what is
+swapped in comes from, in this order:
 
 1. ``sample_negatives``: mined by the bi-encoder's in-batch similarities (``hard_rate``, of which
    ``hard_other_group_rate`` from outside the distractor group) or random;
@@ -66,7 +67,7 @@ def cross_pairs(
     ``neighbours`` the pool-wide tables of ``pool_neighbours`` when ``pool_negative_rate`` is on.
     """
     neg_img, neg_txt = sample_negatives(sim, pool.groups[idx], rng, cfg.hard_rate, cfg.hard_other_group_rate)
-    swap_image = rng.random(len(idx)) < 0.5  # half the rows: wrong image; the rest: wrong caption
+    swap_image = rng.random(len(idx)) < cfg.image_negative_share  # wrong image; the rest: wrong caption
     rows = np.arange(len(idx))
     neg_caption_rows = np.where(swap_image, rows, neg_txt)
     neg_captions = [captions[int(r)] for r in neg_caption_rows]
@@ -101,16 +102,17 @@ def cross_lists(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``cfg.ce_negatives`` in-batch negatives per row, for a listwise cross-encoder loss.
 
-    Half the rows (drawn) keep their caption and list ``K`` wrong images, the others keep their
-    image and list ``K`` wrong captions (:func:`sample_negative_lists`: mined by ``sim`` at
-    ``hard_rate``). Returns (rows, text, image): ``text[r, j]`` / ``image[r, j]`` are batch rows,
-    column 0 the positive. ``ce_rows`` keeps a drawn subset of the rows.
+    A share ``image_negative_share`` of the rows (drawn; half by default) keep their caption and
+    list ``K`` wrong images, the others keep their image and list ``K`` wrong captions
+    (:func:`sample_negative_lists`: mined by ``sim`` at ``hard_rate``). Returns (rows, text,
+    image): ``text[r, j]`` / ``image[r, j]`` are batch rows, column 0 the positive. ``ce_rows``
+    keeps a drawn subset of the rows.
     """
     k = cfg.ce_negatives
     neg_img, neg_txt = sample_negative_lists(sim, groups, rng, k, cfg.hard_rate, cfg.hard_other_group_rate)
     n = len(groups)
     rows = np.arange(n)
-    swap_image = rng.random(n) < 0.5
+    swap_image = rng.random(n) < cfg.image_negative_share
     own = np.repeat(rows[:, None], k, axis=1)
     text = np.concatenate([rows[:, None], np.where(swap_image[:, None], own, neg_txt)], axis=1)
     image = np.concatenate([rows[:, None], np.where(swap_image[:, None], neg_img, own)], axis=1)

@@ -131,7 +131,7 @@ def _only_optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> An
     """AdamW over the parameters ``train_only`` names, at ``lr_new``; all others are frozen."""
     import torch
 
-    prefixes = tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
+    prefixes = _only_prefixes(cfg)
     chosen: list[Any] = []
     for name, p in model.net.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
@@ -142,6 +142,23 @@ def _only_optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> An
     if not chosen:
         raise ValueError(f"train_only={cfg.train_only!r} names no parameter of this model")
     return torch.optim.AdamW([{"params": chosen, "lr": cfg.lr_new}], weight_decay=cfg.weight_decay)
+
+
+def _only_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
+    return tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
+
+
+def _train_mode(net: Any, cfg: TrainConfig) -> None:
+    """``net`` in train mode; with ``train_only``, only the modules it names (the fixed rest runs
+    as at inference, without dropout: a readout learns from the features it will be served)."""
+    if not cfg.train_only:
+        net.train()
+        return
+    net.eval()
+    prefixes = _only_prefixes(cfg)
+    for name, module in net.named_modules():
+        if name and f"{name}.".startswith(prefixes):
+            module.train()
 
 
 def _schedule(cfg: TrainConfig, opt: Any) -> tuple[Any, Any]:
@@ -316,7 +333,7 @@ def train_single(
         model, state = restored
     else:
         model = (
-            JointModel.load(cfg.init_from)
+            JointModel.load(cfg.init_from, grow=cfg.model)
             if cfg.init_from
             else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
         )
@@ -343,7 +360,7 @@ def train_single(
     clock = float(state.get("seconds", 0.0))
     metrics = MetricsLog(out, start, enabled=d.main)
     net = model.net
-    net.train()
+    _train_mode(net, cfg)
     bar = tqdm(
         range(start, cfg.steps),
         initial=start,
@@ -364,7 +381,7 @@ def train_single(
     for step, loaded in zip(bar, loader, strict=False):
         if do_ce and cfg.pool_negative_rate > 0 and (neighbours is None or step % cfg.pool_refresh == 0):
             neighbours = pool_neighbours(miner or model, pool, cfg.pool_negatives, workers=cfg.workers)
-            net.train()
+            _train_mode(net, cfg)
         batch, skipped = _global_batch(loaded, model.config.image_size, d, images_to_tensor)
         for _item, source, reason in skipped:
             skips.add(source, source, reason, "load")
@@ -499,7 +516,7 @@ def _validate(
         judged: Any = SepModel(miner, model) if miner is not None and isinstance(miner, JointModel) else model
         model.net.eval()
         results = validator.evaluate(judged)
-        model.net.train()
+        _train_mode(model.net, cfg)
         value = validator.value(results)
         best = selection.update(value, step)
         if best and step < cfg.steps:

@@ -325,6 +325,66 @@ def test_train_only_trains_the_named_parameters_and_nothing_else(
         )
 
 
+def test_init_from_adds_a_fresh_relation_head_to_a_trained_model(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+) -> None:
+    from search_backend.training.trainer import _train_mode
+
+    model_cfg = {**tiny_model_config, "cross_layers": 1, "cross_attention": 1}
+    cfg = replace(_cfg(tiny_backbone, tiny_model_config), model=model_cfg, flip_negative_rate=1.0)
+    before = _weights(train_single(replace(cfg, steps=1), tmp_path / "a", pool=pool, progress=False))
+    assert not any(k.startswith("relation.") for k in before)
+    head = replace(
+        cfg,
+        init_from=str(tmp_path / "a"),
+        model={**model_cfg, "relation_head": 8},
+        train_only="relation.",
+        image_negative_share=1.0,
+    )
+    grown = train_single(head, tmp_path / "b", pool=pool, progress=False)
+    after = _weights(grown)
+    added = {k for k in after if k not in before}
+    assert added and all(k.startswith("relation.") for k in added)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # the trained model is kept
+    assert np.abs(after["relation.score.weight"]).max() > 0  # the new head learnt
+    loaded = JointModel.load(tmp_path / "b")
+    assert loaded.config.relation_head == 8 and _same(_weights(loaded), after)
+    _train_mode(grown.net, head)  # a head-only phase: the fixed modules run without dropout
+    assert grown.net.relation.training and not grown.net.backbone.training
+    assert not grown.net.cross_blocks.training
+    with pytest.raises(ValueError, match=r"patch_size=16: .* was trained with patch_size=8; .* keeps"):
+        JointModel.load(tmp_path / "a", grow={**model_cfg, "patch_size": 16})
+    with pytest.raises(ValueError, match=r"model\.no_such_field: not a JointConfig field"):
+        JointModel.load(tmp_path / "a", grow={"no_such_field": 1})
+    assert JointModel.load(tmp_path / "b", grow={"relation_head": 8}).config.relation_head == 8
+
+
+def test_image_negative_share_sets_how_many_rows_swap_the_image(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool
+) -> None:
+    from search_backend.model.image import images_to_tensor
+    from search_backend.training.pairs import cross_lists, cross_pairs
+
+    rng = np.random.default_rng(3)
+    idx = pool.sample(rng, 24)
+    captions = [pool.captions[i][0] for i in idx]
+    pixels = images_to_tensor(pool.pixels[idx], 32)
+    rows = np.arange(len(idx))
+    for share in (1.0, 0.0):
+        cfg = _cfg(tiny_backbone, tiny_model_config, image_negative_share=share)
+        pairs = cross_pairs(cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
+        kept_caption = np.array([neg == pos for neg, pos in zip(pairs.neg_captions, captions, strict=True)])
+        assert kept_caption.all() == (share == 1.0)
+        assert (pairs.neg_rows == rows).all() == (share == 0.0)
+        _, text, image = cross_lists(
+            replace(cfg, ce_negatives=2), np.random.default_rng(5), pool.groups[idx], None
+        )
+        assert (text[:, 1:] == rows[:, None]).all() == (share == 1.0)  # every list: its caption, wrong images
+        assert (image[:, 1:] == rows[:, None]).all() == (share == 0.0)
+    with pytest.raises(ValueError, match="image_negative_share"):
+        replace(cfg, image_negative_share=1.5).validate()
+
+
 def test_attend_weight_sharpens_the_cross_attention_on_the_mentioned_objects(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
