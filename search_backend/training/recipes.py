@@ -63,12 +63,15 @@ def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
 
     ``KEY`` is a :class:`TrainConfig` field (``steps=300``, ``hard_rate=0.5``) or ``model.`` and a
     :class:`JointConfig` field (``model.patch_size=16``); ``VALUE`` is read as that field's type.
-    The result is validated, so a bad value fails here, naming the key.
+    The result is validated, so a bad value fails here, naming the key. With ``init_from`` the
+    recipe's model settings give way to the saved model's; ``model.`` assignments then may only
+    add a module to it (``JointModel.load(grow=)``).
     """
     train_fields = tuple(f.name for f in fields(TrainConfig) if f.name not in _NOT_SETTABLE)
     model_fields = tuple(f.name for f in fields(JointConfig) if f.name not in _MODEL_NOT_SETTABLE)
     top: dict[str, Any] = {}
     model = dict(cfg.model)
+    given: dict[str, Any] = {}  # the model. values assigned here
     for item in assignments:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -78,10 +81,12 @@ def with_overrides(cfg: TrainConfig, assignments: list[str]) -> TrainConfig:
             name = key.removeprefix("model.")
             check_choice("model setting", name, model_fields)
             default = model.get(name, getattr(JointConfig(), name))
-            model[name] = _parse(key, raw.strip(), default)
+            model[name] = given[name] = _parse(key, raw.strip(), default)
         else:
             check_choice("training setting", key, train_fields)
             top[key] = _parse(key, raw.strip(), getattr(cfg, key))
+    if top.get("init_from"):  # a saved model's own settings stand: only the model. values given apply
+        model = given
     out = replace(cfg, **top, model=model)
     out.validate()
     return out

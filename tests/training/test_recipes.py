@@ -15,6 +15,13 @@ def test_overrides_set_training_and_model_fields_with_their_types() -> None:
     assert with_overrides(base, []) == base
 
 
+def test_init_from_keeps_only_the_model_values_given() -> None:
+    base = default_recipe("joint")
+    cfg = with_overrides(base, ["init_from=some/model", "model.relation_head=64"])
+    assert cfg.model == {"relation_head": 64}  # the recipe's model settings give way to the saved model's
+    assert with_overrides(base, ["init_from=some/model"]).model == {}
+
+
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [
