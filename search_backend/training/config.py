@@ -164,7 +164,8 @@ class TrainConfig:
     """Steps between two ``metrics.jsonl`` training lines."""
     backbone: str = ""
     init_from: str = ""
-    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``).
+    """A saved JointModel folder to start from instead of the fresh backbone (e.g. a trained ``be``;
+    ``default``: the model ``--model default`` names, the shipped one unless a user trained one).
     Its saved model settings stand; ``model.`` values may only repeat them, or switch on a module
     it was trained without (``model.cross_attention``, ``model.relation_head``), which then starts
     freshly initialised (``JointModel.load(grow=)``)."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search_backend.model.joint import JointConfig, JointModel
+from search_backend.model.loading import resolve_model_path
 from search_backend.runtime import configure_torch
 from search_backend.training.config import SETUPS, TrainConfig, config_json, trained_fields
 from search_backend.training.data import ManifestData, ShapesPool, TrainingPool
@@ -333,7 +334,7 @@ def train_single(
         model, state = restored
     else:
         model = (
-            JointModel.load(cfg.init_from, grow=cfg.model)
+            JointModel.load(resolve_model_path(cfg.init_from), grow=cfg.model)
             if cfg.init_from
             else JointModel.from_backbone(cfg.backbone or None, JointConfig(**cfg.model))
         )
