@@ -274,6 +274,14 @@ def train(
 @click.option(
     "--depth-max", type=click.IntRange(min=1), default=100, show_default=True, help="--plot: deepest k."
 )
+@click.option(
+    "--distractors",
+    "distractor_scenes",
+    type=click.IntRange(min=2),
+    default=None,
+    help="shapes: also the hard-distractor accuracy (caption vs its twin's image, BE and CE, by kind) "
+    "over this many scenes of the split (400 in the README).",
+)
 @handle_errors
 def eval_cmd(
     model_spec: str,
@@ -290,6 +298,7 @@ def eval_cmd(
     as_json: bool,
     plot: Path | None,
     depth_max: int,
+    distractor_scenes: int | None,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
     from search_backend.evaluation import evaluate, format_table, manifest_corpus, shapes_corpus
@@ -302,6 +311,8 @@ def eval_cmd(
         from search_backend.data.grammars import parse_langs
 
         parse_langs(lang)  # before the model loads
+    if distractor_scenes is not None and manifest is not None:
+        raise click.UsageError("--distractors reads the shapes scenes behind each image: not with --manifest")
     model = load_model(model_spec)
     if manifest is not None:
         corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)
@@ -312,6 +323,13 @@ def eval_cmd(
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
     if lang is not None:
         result["lang"] = lang
+    if distractor_scenes is not None:
+        from search_backend.evaluation import distractor_accuracy
+
+        image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
+        result["distractors"] = distractor_accuracy(
+            model, split or "test", distractor_scenes, seed, image_size=image_size
+        )
     if plot is not None:
         from search_backend.evaluation import plot_rerank_depth, rerank_depth_curve
 
@@ -347,6 +365,10 @@ def eval_cmd(
             f"{d} {v['diff']:+.1f} [{v['ci95'][0]:+.1f}, {v['ci95'][1]:+.1f}]" for d, v in dirs.items()
         )
         click.echo(f"  {pair} (paired): {shown}")
+    if "distractors" in result:
+        click.echo("\nhard-distractor accuracy, BE / CE % (50 is chance):")
+        for kind, acc in result["distractors"].items():
+            click.echo(f"  {kind:<8} {acc['be']:5.1f} / {acc['ce']:5.1f}  ({acc['n']} captions)")
 
 
 # ---------------------------------------------------------------------------------------------

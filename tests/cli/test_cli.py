@@ -69,6 +69,23 @@ def test_eval_table_and_manifest(runner: CliRunner, tiny_model: JointModel, tmp_
     assert "Image retrieval" in out.output and "RR  retrieve+rerank" in out.output
 
 
+def test_eval_distractors_reports_each_kind_for_both_stages(
+    runner: CliRunner, tiny_model: JointModel, tmp_path: Path
+) -> None:
+    tiny_model.save(tmp_path / "m")
+    base = ["eval", "--model", str(tmp_path / "m"), "--size", "8", "--queries", "2", "--methods", "be"]
+    out = runner.invoke(xmr, [*base, "--distractors", "40", "--json"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout.strip().splitlines()[-1])["distractors"]
+    assert got["all"]["n"] == sum(v["n"] for k, v in got.items() if k != "all") > 0
+    assert all(0.0 <= v[stage] <= 100.0 for v in got.values() for stage in ("be", "ce"))
+    table = runner.invoke(xmr, [*base, "--distractors", "40"])
+    assert table.exit_code == 0 and "hard-distractor accuracy" in table.output
+    assert f"{got['all']['be']:5.1f} / {got['all']['ce']:5.1f}" in table.output
+    refused = runner.invoke(xmr, [*base, "--distractors", "40", "--manifest", str(tmp_path / "x.jsonl")])
+    assert refused.exit_code != 0 and "not with --manifest" in refused.output
+
+
 def test_eval_reports_bad_manifest_items(runner: CliRunner, tiny_model: JointModel, tmp_path: Path) -> None:
     tiny_model.save(tmp_path / "m")
     (tmp_path / "broken.jpg").write_text("not an image")
