@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,6 +36,14 @@ def _weights(model: JointModel) -> dict[str, np.ndarray]:
 
 def _same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _batch(pool: TrainingPool) -> tuple[np.ndarray, list[str], Any]:
+    """24 rows of ``pool`` drawn under seed 3: their indices, first captions and 32-px pixels."""
+    from search_backend.model.image import images_to_tensor
+
+    idx = pool.sample(np.random.default_rng(3), 24)
+    return idx, [pool.captions[i][0] for i in idx], images_to_tensor(pool.pixels[idx], 32)
 
 
 def test_pool_batches_keep_distractor_groups_together(pool: TrainingPool) -> None:
@@ -216,13 +225,9 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
     import torch
 
     from search_backend.data.shapes import mirror_axis
-    from search_backend.model.image import images_to_tensor
     from search_backend.training.pairs import cross_pairs
 
-    rng = np.random.default_rng(3)
-    idx = pool.sample(rng, 24)
-    captions = [pool.captions[i][0] for i in idx]
-    pixels = images_to_tensor(pool.pixels[idx], 32)
+    idx, captions, pixels = _batch(pool)
     flipped = 0
     for rate in (1.0, 0.0):
         cfg = _cfg(tiny_backbone, tiny_model_config, flip_negative_rate=rate)
@@ -362,13 +367,9 @@ def test_init_from_adds_a_fresh_relation_head_to_a_trained_model(
 def test_image_negative_share_sets_how_many_rows_swap_the_image(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool
 ) -> None:
-    from search_backend.model.image import images_to_tensor
     from search_backend.training.pairs import cross_lists, cross_pairs
 
-    rng = np.random.default_rng(3)
-    idx = pool.sample(rng, 24)
-    captions = [pool.captions[i][0] for i in idx]
-    pixels = images_to_tensor(pool.pixels[idx], 32)
+    idx, captions, pixels = _batch(pool)
     rows = np.arange(len(idx))
     for share in (1.0, 0.0):
         cfg = _cfg(tiny_backbone, tiny_model_config, image_negative_share=share)
