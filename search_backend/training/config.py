@@ -54,9 +54,9 @@ class TrainConfig:
     train_only: str = ""
     """Comma-separated prefixes of the model's parameter names (e.g. ``relation.`` or
     ``relation.,cross_head.``): only those parameters learn, at ``lr_new``; every other weight
-    (and the grounding head) stays fixed, and the fixed modules run as at inference (no dropout),
-    so the named ones learn from the features they will see when serving. A readout-only phase
-    after joint training, started with ``init_from`` (and ``model.relation_head=N`` to add a fresh
+    (and the grounding head) stays fixed; dropout stays on everywhere (measured as good as or
+    better than running the fixed modules as at inference). A readout-only phase after joint
+    training, started with ``init_from`` (and ``model.relation_head=N`` to add a fresh
     head to a model trained without one). Empty: everything learns."""
     freeze_backbone_layers: int = 0
     """Keep the backbone's embeddings (word, position, type) and its lowest N transformer layers

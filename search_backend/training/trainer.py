@@ -149,19 +149,6 @@ def _only_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
     return tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
 
 
-def _train_mode(net: Any, cfg: TrainConfig) -> None:
-    """``net`` in train mode; with ``train_only``, only the modules it names (the fixed rest runs
-    as at inference, without dropout: a readout learns from the features it will be served)."""
-    if not cfg.train_only:
-        net.train()
-        return
-    net.eval()
-    prefixes = _only_prefixes(cfg)
-    for name, module in net.named_modules():
-        if name and f"{name}.".startswith(prefixes):
-            module.train()
-
-
 def _schedule(cfg: TrainConfig, opt: Any) -> tuple[Any, Any]:
     """``opt`` and its schedule: linear warm-up over ``warmup_steps``, then linear decay to 0."""
     import torch
@@ -361,7 +348,7 @@ def train_single(
     clock = float(state.get("seconds", 0.0))
     metrics = MetricsLog(out, start, enabled=d.main)
     net = model.net
-    _train_mode(net, cfg)
+    net.train()
     bar = tqdm(
         range(start, cfg.steps),
         initial=start,
@@ -382,7 +369,7 @@ def train_single(
     for step, loaded in zip(bar, loader, strict=False):
         if do_ce and cfg.pool_negative_rate > 0 and (neighbours is None or step % cfg.pool_refresh == 0):
             neighbours = pool_neighbours(miner or model, pool, cfg.pool_negatives, workers=cfg.workers)
-            _train_mode(net, cfg)
+            net.train()
         batch, skipped = _global_batch(loaded, model.config.image_size, d, images_to_tensor)
         for _item, source, reason in skipped:
             skips.add(source, source, reason, "load")
@@ -517,7 +504,7 @@ def _validate(
         judged: Any = SepModel(miner, model) if miner is not None and isinstance(miner, JointModel) else model
         model.net.eval()
         results = validator.evaluate(judged)
-        _train_mode(model.net, cfg)
+        model.net.train()
         value = validator.value(results)
         best = selection.update(value, step)
         if best and step < cfg.steps:
