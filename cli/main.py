@@ -314,10 +314,10 @@ def eval_cmd(
     if distractor_scenes is not None and manifest is not None:
         raise click.UsageError("--distractors reads the shapes scenes behind each image: not with --manifest")
     model = load_model(model_spec)
+    image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
     if manifest is not None:
         corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)
     else:
-        image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
         corpus = shapes_corpus(split or "test", size, seed, image_size=image_size, lang=lang or "en")
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     result = evaluate(model, corpus, k=k, queries=queries, seed=seed, methods=chosen, progress=not as_json)
@@ -326,7 +326,6 @@ def eval_cmd(
     if distractor_scenes is not None:
         from search_backend.evaluation import distractor_accuracy
 
-        image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
         result["distractors"] = distractor_accuracy(
             model, split or "test", distractor_scenes, seed, image_size=image_size
         )

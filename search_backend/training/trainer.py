@@ -132,7 +132,7 @@ def _only_optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> An
     """AdamW over the parameters ``train_only`` names, at ``lr_new``; all others are frozen."""
     import torch
 
-    prefixes = _only_prefixes(cfg)
+    prefixes = tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
     chosen: list[Any] = []
     for name, p in model.net.named_parameters():
         p.requires_grad_(name.startswith(prefixes))
@@ -143,10 +143,6 @@ def _only_optimizer(model: JointModel, cfg: TrainConfig, extra: list[Any]) -> An
     if not chosen:
         raise ValueError(f"train_only={cfg.train_only!r} names no parameter of this model")
     return torch.optim.AdamW([{"params": chosen, "lr": cfg.lr_new}], weight_decay=cfg.weight_decay)
-
-
-def _only_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
-    return tuple(p.strip() for p in cfg.train_only.split(",") if p.strip())
 
 
 def _schedule(cfg: TrainConfig, opt: Any) -> tuple[Any, Any]:
