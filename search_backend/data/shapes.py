@@ -38,6 +38,7 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesItem",
+    "attribute_twin",
     "contrast_caption",
     "generate_scenes",
     "make_shapes",
@@ -239,17 +240,42 @@ def _distractor(scene: Scene, rng: np.random.Generator) -> Scene | None:
             cand = Scene(scene.objects, tuple(rels))
         else:
             a, c = (int(x) for x in rng.choice(n, size=2, replace=False))
-            objs = list(scene.objects)
-            va, vc = getattr(objs[a], kind), getattr(objs[c], kind)
-            if va == vc:
+            swapped = _swapped(scene, kind, a, c)
+            if swapped is None:
                 continue
-            objs[a], objs[c] = replace(objs[a], **{kind: vc}), replace(objs[c], **{kind: va})
-            if len({o.attrs for o in objs}) < n:
-                continue
-            cand = Scene(tuple(objs), scene.relations)
+            cand = swapped
         if cand.key() != scene.key():
             return cand
     return None
+
+
+def _swapped(scene: Scene, kind: str, a: int, c: int) -> Scene | None:
+    """``scene`` with objects ``a`` and ``c`` trading their ``kind`` (colour, shape or size), in place;
+    ``None`` when they share it or the swap would leave two objects alike."""
+    objs = list(scene.objects)
+    va, vc = getattr(objs[a], kind), getattr(objs[c], kind)
+    if va == vc:
+        return None
+    objs[a], objs[c] = replace(objs[a], **{kind: vc}), replace(objs[c], **{kind: va})
+    if len({o.attrs for o in objs}) < len(objs):
+        return None
+    return Scene(tuple(objs), scene.relations)
+
+
+def attribute_twin(scene: Scene, rng: np.random.Generator) -> Scene | None:
+    """A different scene with ``scene``'s layout and bag of attributes: two objects trade their
+    colour, shape or size (drawn among the swaps that change the scene), like the split's colour /
+    shape / size distractors; ``None`` if no swap changes it. Rendered, it is a hard image negative
+    for ``scene``'s captions that differs from the truth in binding alone."""
+    n = len(scene.objects)
+    options = [
+        twin
+        for kind in ("colour", "shape", "size")
+        for a in range(n)
+        for c in range(a + 1, n)
+        if (twin := _swapped(scene, kind, a, c)) is not None and twin.key() != scene.key()
+    ]
+    return options[int(rng.integers(len(options)))] if options else None
 
 
 def generate_scenes(

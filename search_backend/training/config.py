@@ -28,6 +28,7 @@ _RATES = (
     "image_negative_share",
     "text_hard_rate",
     "flip_negative_rate",
+    "swap_negative_rate",
     "pool_negative_rate",
 )
 RUN_ONLY = ("workers", "device", "log_every", "checkpoint_every", "grad_checkpointing", "grad_accum")
@@ -98,6 +99,11 @@ class TrainConfig:
     """Share of the cross-encoder's wrong-image negatives replaced by the positive image mirrored
     along its first relation's axis (``shapes.mirror_axis``): same objects, the relation reversed,
     so only spatial reasoning tells it from the truth."""
+    swap_negative_rate: float = 0.0
+    """Share of the cross-encoder's wrong-image negatives replaced by the positive scene rendered
+    again with two objects' colours, shapes or sizes traded (``shapes.attribute_twin``): same layout
+    and the same bag of attributes, so only binding tells it from the truth. Drawn after
+    ``flip_negative_rate``, whose mirrors it replaces in the rows it draws."""
     pool_negative_rate: float = 0.0
     """Share of the cross-encoder's negatives drawn from the bi-encoder's top ``pool_negatives``
     neighbours over the whole training pool (what reranking actually sees: scenes sharing some
@@ -215,6 +221,7 @@ class TrainConfig:
             for name in (
                 "text_hard_rate",
                 "flip_negative_rate",
+                "swap_negative_rate",
                 "pool_negative_rate",
                 "ground_weight",
                 "attend_weight",
@@ -252,6 +259,7 @@ class TrainConfig:
         "pool_negative_rate",
         "text_hard_rate",
         "flip_negative_rate",
+        "swap_negative_rate",
         "ground_weight",
         "attend_weight",
         "freeze_word_embeddings",
@@ -296,8 +304,14 @@ class TrainConfig:
             raise ValueError("give sigmoid_loss or bi_loss=vsepp, not both")
 
     def scenes_needed(self) -> str:
-        """The first option that reads shapes scenes (contrast captions, flips, grounding), or ''."""
-        for name in ("text_hard_rate", "flip_negative_rate", "ground_weight", "attend_weight"):
+        """The first option that reads shapes scenes (contrast captions, flips, swaps, grounding), or ''."""
+        for name in (
+            "text_hard_rate",
+            "flip_negative_rate",
+            "swap_negative_rate",
+            "ground_weight",
+            "attend_weight",
+        ):
             if getattr(self, name):
                 return name
         return ""

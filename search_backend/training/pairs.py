@@ -8,8 +8,10 @@ swapped in comes from, in this order:
    ``hard_other_group_rate`` from outside the distractor group) or random;
 2. ``text_hard_rate``: a contrast caption of the row's own scene (objects or colours swapped);
 3. ``flip_negative_rate``: the row's own image mirrored along its relation (``shapes.mirror_axis``);
-4. ``pool_negative_rate``: the bi-encoder's top neighbours over the whole training pool;
-5. ``ce_rows``: a subset of the rows, when the cross-encoder should not see them all.
+4. ``swap_negative_rate``: the row's own scene rendered with two objects' colours, shapes or sizes
+   traded (``shapes.attribute_twin``);
+5. ``pool_negative_rate``: the bi-encoder's top neighbours over the whole training pool;
+6. ``ce_rows``: a subset of the rows, when the cross-encoder should not see them all.
 
 Later strategies overwrite earlier choices for the rows they draw. The random draws happen in
 exactly this order, so a configuration trains to the same weights under a seed.
@@ -78,6 +80,8 @@ def cross_pairs(
     custom = np.zeros(len(idx), dtype=bool)
     if cfg.flip_negative_rate > 0:
         _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image, custom)
+    if cfg.swap_negative_rate > 0:
+        _twin_images(neg_pixels, cfg.swap_negative_rate, rng, pool, idx, swap_image, custom)
     if neighbours is not None:
         _pool_swaps(
             neg_captions,
@@ -158,6 +162,28 @@ def _mirrored_images(
             axis = mirror_axis(_scenes(pool)[int(idx[i])])
             if axis is not None:
                 neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
+                custom[i] = True
+
+
+def _twin_images(
+    neg_pixels: torch.Tensor,
+    rate: float,
+    rng: np.random.Generator,
+    pool: TrainingPool,
+    idx: np.ndarray,
+    swap_image: np.ndarray,
+    custom: np.ndarray,
+) -> None:
+    from search_backend.data.shapes import attribute_twin, render_scene
+    from search_backend.model.image import images_to_tensor
+
+    size = int(neg_pixels.shape[-1])
+    for i in range(len(idx)):
+        if swap_image[i] and rng.random() < rate:
+            twin = attribute_twin(_scenes(pool)[int(idx[i])], rng)
+            if twin is not None:
+                image = np.array(render_scene(twin, size, rng))  # writable, for torch
+                neg_pixels[i] = images_to_tensor(image[None], size)[0]
                 custom[i] = True
 
 

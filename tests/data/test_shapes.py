@@ -121,3 +121,32 @@ def test_mirror_axis_follows_the_first_relation_and_avoids_telltale_triangles() 
     assert mirror_axis(scene("triangle", "left of")) == "h"  # every shape is left-right symmetric
     assert mirror_axis(scene("square", "above")) == "v"
     assert mirror_axis(scene("triangle", "below")) is None  # an upside-down triangle gives it away
+
+
+def test_attribute_twin_trades_one_attribute_and_keeps_layout_and_bag() -> None:
+    from collections import Counter
+
+    from search_backend.data.shapes import Scene, ShapeObject, attribute_twin
+
+    rng = np.random.default_rng(3)
+    kinds: Counter[str] = Counter()
+    for scene, _group in generate_scenes("train", 60, 0):
+        twin = attribute_twin(scene, rng)
+        assert twin is not None and twin.key() != scene.key()
+        assert twin.relations == scene.relations
+        assert [(o.cx, o.cy) for o in twin.objects] == [(o.cx, o.cy) for o in scene.objects]
+        changed = [i for i, (a, b) in enumerate(zip(scene.objects, twin.objects, strict=True)) if a != b]
+        assert len(changed) == 2  # exactly two objects trade
+        a, b = (scene.objects[i] for i in changed)
+        ta, tb = (twin.objects[i] for i in changed)
+        kind = next(k for k in ("colour", "shape", "size") if getattr(a, k) != getattr(ta, k))
+        assert (getattr(ta, kind), getattr(tb, kind)) == (getattr(b, kind), getattr(a, kind))
+        for k in ("colour", "shape", "size"):  # the same bag of attributes
+            assert Counter(getattr(o, k) for o in twin.objects) == Counter(
+                getattr(o, k) for o in scene.objects
+            )
+        kinds[kind] += 1
+    assert set(kinds) == {"colour", "shape", "size"}
+    alike = ShapeObject("circle", "red", "small", 0.3, 0.3)
+    same = Scene((alike, ShapeObject("circle", "red", "small", 0.7, 0.3)), ((0, "left of", 1),))
+    assert attribute_twin(same, rng) is None  # no swap changes a scene of two identical objects

@@ -243,6 +243,36 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
     assert flipped >= 3
 
 
+def test_swap_negatives_render_the_positive_with_two_attributes_traded(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool
+) -> None:
+    import torch
+
+    from search_backend.training.pairs import cross_pairs
+
+    idx, captions, pixels = _batch(pool)
+    base = _cfg(tiny_backbone, tiny_model_config, flip_negative_rate=1.0)
+    drawn = cross_pairs(base, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
+    cfg = replace(base, swap_negative_rate=1.0)
+    pairs = cross_pairs(cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
+    swapped = 0
+    for i in range(len(idx)):
+        if pairs.neg_captions[i] != captions[i]:
+            assert torch.equal(
+                pairs.neg_pixels[i], drawn.neg_pixels[i]
+            )  # wrong-caption rows keep their image
+            continue
+        swapped += 1
+        assert pairs.neg_custom[i]
+        assert not torch.equal(pairs.neg_pixels[i], drawn.neg_pixels[i])  # no longer the mirror
+        assert not any(torch.equal(pairs.neg_pixels[i], p) for p in pixels)  # a new rendering, not a row
+    assert swapped >= 3
+    with pytest.raises(ValueError, match="swap_negative_rate must be within"):
+        replace(cfg, swap_negative_rate=1.5).validate()
+    with pytest.raises(ValueError, match="swap_negative_rate needs the shapes scenes"):
+        replace(cfg, flip_negative_rate=0.0, text_hard_rate=0.0, manifest="x.jsonl").validate()
+
+
 def test_cls_weight_trains_the_cls_head_on_its_own(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
