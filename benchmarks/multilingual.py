@@ -25,9 +25,11 @@ that already holds a finished model is reused. Smoke run (a few steps, tiny size
 ``--alignment BACKBONE`` measures instead how aligned the raw backbone already is across the
 test languages (before any training): each language's captions (one per scene, mean-pooled,
 ``--prefix`` first) retrieve the English caption of the same scene among ``--size`` scenes; the
-share right is what zero-shot transfer can start from:
+share right is what zero-shot transfer can start from. ``--centre`` adds the same measure after
+per-language mean centring (each language's mean vector over as many *train*-split captions
+subtracted first: monolingual text only, no translations):
 
-    .venv/bin/python benchmarks/multilingual.py --alignment .work/e5-small --size 300
+    .venv/bin/python benchmarks/multilingual.py --alignment .work/e5-small --size 300 --centre
 
 This is a benchmark, not a test.
 """
@@ -82,8 +84,13 @@ def _train_row(
     return model, seconds
 
 
-def _alignment(backbone: str, size: int, seed: int, langs: tuple[str, ...], prefix: str) -> None:
-    """Print :func:`translation_retrieval` of the raw ``backbone`` on ``size`` test scenes."""
+def _alignment(
+    backbone: str, size: int, seed: int, langs: tuple[str, ...], prefix: str, centre: bool
+) -> None:
+    """Print :func:`translation_retrieval` of the raw ``backbone`` on ``size`` test scenes; with
+    ``centre`` also after subtracting each language's mean over ``size`` *train* scenes' captions."""
+    import numpy as np
+
     from search_backend.data.shapes import make_shapes
     from search_backend.evaluation.multilingual import translation_retrieval
     from search_backend.model.backbone import load_backbone, mean_pooled
@@ -96,11 +103,18 @@ def _alignment(backbone: str, size: int, seed: int, langs: tuple[str, ...], pref
     def encode(texts: list[str]) -> Any:
         return mean_pooled(net, tok, [prefix + t for t in texts])
 
-    vectors = {lang: encode([it.captions[it.langs.index(lang)] for it in items]) for lang in wanted}
-    shares = translation_retrieval(vectors)
+    def captions(of: list[Any]) -> dict[str, Any]:
+        return {lang: encode([it.captions[it.langs.index(lang)] for it in of]) for lang in wanted}
+
+    vectors = captions(items)
+    rows = {"raw": translation_retrieval(vectors)}
+    if centre:
+        train = captions(list(make_shapes("train", size, seed, langs=wanted, captions_per_image=1)))
+        means = {lang: np.asarray(v).mean(0) for lang, v in train.items()}
+        rows["centred"] = translation_retrieval(vectors, means=means)
     print(f"{backbone}: caption -> English caption of its scene, top-1 of {size} (chance {100 / size:.1f}%)")
-    for lang, share in shares.items():
-        print(f"  {lang}: {share:.1f}%")
+    for name, shares in rows.items():
+        print(f"  {name}: " + ", ".join(f"{lang} {share:.1f}%" for lang, share in shares.items()))
 
 
 def main() -> None:
@@ -130,10 +144,15 @@ def main() -> None:
         "--alignment", default="", help="only measure this backbone's cross-lingual caption alignment"
     )
     ap.add_argument("--prefix", default="query: ", help="--alignment: text put before each caption")
+    ap.add_argument(
+        "--centre",
+        action="store_true",
+        help="--alignment: also measure it after per-language mean centring (means from train captions)",
+    )
     args = ap.parse_args()
     if args.alignment:
         configure_torch()
-        _alignment(args.alignment, args.size, args.seed, parse_langs(args.langs), args.prefix)
+        _alignment(args.alignment, args.size, args.seed, parse_langs(args.langs), args.prefix, args.centre)
         return
     wanted = [r.strip() for r in args.rows.split(",") if r.strip()]
     for r in wanted:

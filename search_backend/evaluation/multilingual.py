@@ -73,15 +73,25 @@ def multilingual_targets(
     return out
 
 
-def translation_retrieval(vectors: Mapping[str, Any], pivot: str = "en") -> dict[str, float]:
+def translation_retrieval(
+    vectors: Mapping[str, Any], pivot: str = "en", means: Mapping[str, Any] | None = None
+) -> dict[str, float]:
     """How aligned a text encoder is across languages: for each language, the share (%) of its
     captions whose nearest ``pivot``-language caption (cosine) is the one of the same scene.
 
     ``vectors[lang]`` is an (n, d) array whose row i encodes scene i's caption in ``lang``; every
     language has the same n scenes in the same order. 100 for ``pivot`` itself; 100 / n by chance.
-    Zero-shot transfer can only carry what this alignment keeps apart.
+    Zero-shot transfer can only carry what this alignment keeps apart. ``means[lang]`` (d,), when
+    given, is subtracted from that language's vectors first: per-language mean centring, which
+    removes the offset that tells languages apart (a mean over any text of the language will do,
+    no translation needed).
     """
     import numpy as np
+
+    if means is not None:
+        vectors = {
+            lang: np.asarray(v, dtype=np.float64) - np.asarray(means[lang]) for lang, v in vectors.items()
+        }
 
     def unit(a: Any) -> Any:
         a = np.asarray(a, dtype=np.float64)

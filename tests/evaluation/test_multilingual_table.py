@@ -71,3 +71,8 @@ def test_translation_retrieval_counts_same_scene_nearest_neighbours() -> None:
     assert out["fr"] < 20.0
     with pytest.raises(ValueError, match="cs: 3 captions"):
         translation_retrieval({"en": en, "cs": en[:3]})
+    offset = np.full(8, 40.0)  # a language-wide offset swamps the cosines; centring removes it
+    shifted = en + rng.normal(scale=0.3, size=en.shape) + offset
+    assert translation_retrieval({"en": en, "de": shifted})["de"] < 50.0
+    means = {"en": np.zeros(8), "de": offset}
+    assert translation_retrieval({"en": en, "de": shifted}, means=means)["de"] > 90.0
