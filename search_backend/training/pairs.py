@@ -28,8 +28,11 @@ from search_backend.data.images import ImageError
 from search_backend.training.mining import sample_negative_lists, sample_negatives
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
+    from search_backend.data.shapes import Scene
     from search_backend.model.base import RetrievalModel
     from search_backend.training.trainer import TrainConfig, TrainingPool
 
@@ -79,9 +82,12 @@ def cross_pairs(
     neg_pixels = pixels[neg_rows]  # a copy: rows below are edited in place
     custom = np.zeros(len(idx), dtype=bool)
     if cfg.flip_negative_rate > 0:
-        _mirrored_images(neg_pixels, pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image, custom)
+        _image_negatives(
+            _mirrored(pixels), neg_pixels, cfg.flip_negative_rate, rng, pool, idx, swap_image, custom
+        )
     if cfg.swap_negative_rate > 0:
-        _twin_images(neg_pixels, cfg.swap_negative_rate, rng, pool, idx, swap_image, custom)
+        twins = _twins(int(neg_pixels.shape[-1]), rng)
+        _image_negatives(twins, neg_pixels, cfg.swap_negative_rate, rng, pool, idx, swap_image, custom)
     if neighbours is not None:
         _pool_swaps(
             neg_captions,
@@ -145,9 +151,9 @@ def _contrast_captions(
                 caption_rows[i] = -1
 
 
-def _mirrored_images(
+def _image_negatives(
+    make: Callable[[int, Scene], torch.Tensor | None],
     neg_pixels: torch.Tensor,
-    pixels: torch.Tensor,
     rate: float,
     rng: np.random.Generator,
     pool: TrainingPool,
@@ -155,36 +161,40 @@ def _mirrored_images(
     swap_image: np.ndarray,
     custom: np.ndarray,
 ) -> None:
-    from search_backend.data.shapes import mirror_axis
-
+    """Replace a share ``rate`` of the wrong-image rows' negatives by ``make(row, its scene)``
+    (``None``: the row keeps the negative it has)."""
     for i in range(len(idx)):
         if swap_image[i] and rng.random() < rate:
-            axis = mirror_axis(_scenes(pool)[int(idx[i])])
-            if axis is not None:
-                neg_pixels[i] = pixels[i].flip(-1 if axis == "h" else -2)
+            image = make(i, _scenes(pool)[int(idx[i])])
+            if image is not None:
+                neg_pixels[i] = image
                 custom[i] = True
 
 
-def _twin_images(
-    neg_pixels: torch.Tensor,
-    rate: float,
-    rng: np.random.Generator,
-    pool: TrainingPool,
-    idx: np.ndarray,
-    swap_image: np.ndarray,
-    custom: np.ndarray,
-) -> None:
+def _mirrored(pixels: torch.Tensor) -> Callable[[int, Scene], torch.Tensor | None]:
+    """The row's own image mirrored along its first relation's axis (none without a clean axis)."""
+    from search_backend.data.shapes import mirror_axis
+
+    def make(i: int, scene: Scene) -> torch.Tensor | None:
+        axis = mirror_axis(scene)
+        return None if axis is None else pixels[i].flip(-1 if axis == "h" else -2)
+
+    return make
+
+
+def _twins(size: int, rng: np.random.Generator) -> Callable[[int, Scene], torch.Tensor | None]:
+    """The row's scene rendered at ``size`` with two objects' colours, shapes or sizes traded."""
     from search_backend.data.shapes import attribute_twin, render_scene
     from search_backend.model.image import images_to_tensor
 
-    size = int(neg_pixels.shape[-1])
-    for i in range(len(idx)):
-        if swap_image[i] and rng.random() < rate:
-            twin = attribute_twin(_scenes(pool)[int(idx[i])], rng)
-            if twin is not None:
-                image = np.array(render_scene(twin, size, rng))  # writable, for torch
-                neg_pixels[i] = images_to_tensor(image[None], size)[0]
-                custom[i] = True
+    def make(i: int, scene: Scene) -> torch.Tensor | None:
+        twin = attribute_twin(scene, rng)
+        if twin is None:
+            return None
+        image = np.array(render_scene(twin, size, rng))  # writable, for torch
+        return images_to_tensor(image[None], size)[0]
+
+    return make
 
 
 def _pool_swaps(
