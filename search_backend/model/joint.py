@@ -68,8 +68,10 @@ class JointConfig:
     the matching that the bi-encoder loss teaches is then readable by the cross-encoder too), or
     ``residual`` (the pair's own bi-encoder logit, the twin-mode cosine times the bi-encoder's
     scale, plus the CLS head's correction: at initialisation the cross-encoder ranks exactly as
-    the bi-encoder does, and training, which sees the twin term as a constant, teaches the
-    cross-attention path only what the bi-encoder gets wrong)."""
+    the bi-encoder does, and joint training, which sees the twin term as a constant (the
+    bi-encoder loss trains it), teaches the cross-attention path only what the bi-encoder gets
+    wrong; a cross-encoder trained alone, ``ce`` or sep's cross half, trains the twin term through
+    its own loss)."""
     cross_layers: int = 0
     """How many of the transformer's top layers cross mode runs on text and image together: 0 (every
     layer: early fusion) or n (late fusion: text and image pass the lower layers alone, exactly as
@@ -509,8 +511,9 @@ def _torch_modules() -> Any:
         ) -> tuple[torch.Tensor, torch.Tensor]:
             """The two terms of the cross logit: the CLS head's (plus the ``relation`` term of
             :meth:`fuse_parts`, when given) and the second term (0 for ``cls``; the pair cosine for
-            ``cls+pair``; for ``residual`` the twin-mode cosine ``twin`` of each pair times the
-            bi-encoder's scale, both taken as constants)."""
+            ``cls+pair``; for ``residual`` the twin-mode cosine ``twin`` of each pair, as given,
+            times the bi-encoder's scale, taken as a constant; the trainer detaches ``twin`` when
+            a bi-encoder loss trains it)."""
             cls = self._head(self.cross_head, hidden[:, 0]).squeeze(-1)
             if relation is not None:
                 cls = cls + relation.float()
@@ -519,7 +522,7 @@ def _torch_modules() -> Any:
             if self.cfg.cross_readout == "residual":
                 if twin is None:
                     raise ValueError("the residual readout needs the pairs' twin-mode cosines")
-                return cls, self.bi_scale().detach() * twin.detach().float()
+                return cls, self.bi_scale().detach() * twin.float()
             n = mask.shape[1]
             hidden = hidden.float()
             t = self._head(self.text_proj, self._mean_pool(hidden[:, :n], mask), normalize=True)

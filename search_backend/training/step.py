@@ -153,8 +153,12 @@ def step_losses(
     with autocast(cfg.precision):
         tokens = net.image_tokens(batch.pixels[loc])  # once per image, shared by every pass below
         vec = do_bi or residual
-        t_low, t_vec = _text_side(net, ids[loc], mask[loc], vec=vec, grad=do_bi)
-        i_low, i_vec = _image_side(net, tokens, vec=vec, grad=do_bi)
+        # The residual readout's twin term: joint training's bi loss trains it, and the cross loss
+        # sees it as a constant; a cross-encoder trained alone (``ce``, sep's cross half) trains it
+        # through its own loss, or the shared layers would drift under it unseen.
+        alone = residual and not do_bi
+        t_low, t_vec = _text_side(net, ids[loc], mask[loc], vec=vec, grad=do_bi or alone)
+        i_low, i_vec = _image_side(net, tokens, vec=vec, grad=do_bi or alone)
         t_low, t_vec, i_low, i_vec = gather(t_low), gather(t_vec), gather(i_low), gather(i_vec)
         tokens = gather(tokens) if not late else tokens
     sim: np.ndarray | None = None
@@ -187,7 +191,7 @@ def step_losses(
             ids, mask, t_low, t_vec = _extend_texts(net, model, cand.extra_texts, ids, mask, t_low, t_vec)
         if cand.extra_pixels is not None:
             extra_tokens = net.image_tokens(cand.extra_pixels)
-            e_low, e_vec = _image_side(net, extra_tokens, vec=residual, grad=False)
+            e_low, e_vec = _image_side(net, extra_tokens, vec=residual, grad=alone)
             if late:
                 i_low = _append_rows(i_low, e_low, b)
             else:
@@ -202,6 +206,8 @@ def step_losses(
         else:
             hidden = net.cross_hidden(ids[flat_text], mask[flat_text], tokens=tokens[flat_image])
         twin = (t_vec[flat_text] * i_vec[flat_image]).sum(-1) if residual else None
+        if twin is not None and not alone:
+            twin = twin.detach()
         cls, second = net.cross_parts(hidden, mask[flat_text], twin, relation)
     shape = (cand.text.shape[1], len(cand.rows))
     lc = cross_loss_share(cfg.ce_loss, (cls + second).reshape(shape).T, n_rows)

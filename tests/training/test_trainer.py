@@ -273,6 +273,25 @@ def test_swap_negatives_render_the_positive_with_two_attributes_traded(
         replace(cfg, flip_negative_rate=0.0, text_hard_rate=0.0, manifest="x.jsonl").validate()
 
 
+@pytest.mark.parametrize("cross_layers", [0, 1])
+def test_a_cross_encoder_trained_alone_trains_its_residual_term(
+    tiny_backbone: Path,
+    tiny_model_config: dict[str, int],
+    pool: TrainingPool,
+    tmp_path: Path,
+    cross_layers: int,
+) -> None:
+    """``ce`` with the residual readout: the twin term is part of the cross-encoder's score and no
+    bi-encoder loss keeps it, so the cross loss trains it (its projections move). Treated as a
+    constant, the shared layers drifted under it unseen: sep's cross half lost its ranking."""
+    model_cfg = {**tiny_model_config, "cross_layers": cross_layers, "cross_readout": "residual"}
+    cfg = _cfg(tiny_backbone, model_cfg, "ce", steps=3)
+    at_init = _weights(train_single(replace(cfg, lr_new=0.0), tmp_path / "init", pool=pool, progress=False))
+    trained = _weights(train_single(cfg, tmp_path / "res", pool=pool, progress=False))
+    for name in ("text_proj.weight", "image_proj.weight"):
+        assert not np.array_equal(at_init[name], trained[name]), name
+
+
 def test_cls_weight_trains_the_cls_head_on_its_own(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
 ) -> None:
