@@ -257,10 +257,8 @@ def test_swap_negatives_render_the_positive_with_two_attributes_traded(
     pairs = cross_pairs(cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
     swapped = 0
     for i in range(len(idx)):
-        if pairs.neg_captions[i] != captions[i]:
-            assert torch.equal(
-                pairs.neg_pixels[i], drawn.neg_pixels[i]
-            )  # wrong-caption rows keep their image
+        if pairs.neg_captions[i] != captions[i]:  # a wrong-caption row keeps its image
+            assert torch.equal(pairs.neg_pixels[i], drawn.neg_pixels[i])
             continue
         swapped += 1
         assert pairs.neg_custom[i]
