@@ -22,7 +22,7 @@ demo: install
 	$(BIN)/xmr demo
 
 # The relation phase (README, Training): the shipped model grown by a cross-attention block
-# (RELATION_DIR/base), then a relation head trained alone (RELATION_DIR/model). About 18 minutes on
+# (RELATION_DIR/base), then a relation head trained alone (RELATION_DIR/model). About 14 minutes on
 # one core (XMR_THREADS=1 reproduces the README's weights); reranking then beats the bi-encoder by
 # ~15 R@1 on the shapes test. Copy RELATION_DIR/model to $XMR_HOME/models/default to make it the
 # default (`--model default`, the demo, the service).

@@ -38,6 +38,7 @@ __all__ = [
     "Scene",
     "ShapeObject",
     "ShapesItem",
+    "attribute_swaps",
     "attribute_twin",
     "contrast_caption",
     "generate_scenes",
@@ -262,20 +263,26 @@ def _swapped(scene: Scene, kind: str, a: int, c: int) -> Scene | None:
     return Scene(tuple(objs), scene.relations)
 
 
-def attribute_twin(scene: Scene, rng: np.random.Generator) -> Scene | None:
-    """A different scene with ``scene``'s layout and bag of attributes: two objects trade their
-    colour, shape or size (drawn among the swaps that change the scene), like the split's colour /
-    shape / size distractors; ``None`` if no swap changes it. Rendered, it is a hard image negative
-    for ``scene``'s captions that differs from the truth in binding alone."""
+def attribute_swaps(scene: Scene) -> list[tuple[str, int, int, Scene]]:
+    """Every ``(kind, a, c, twin)``: objects ``a < c`` of ``scene`` trade their ``kind`` (colour,
+    shape or size) and give ``twin``, a different scene with the same layout and bag of attributes
+    (the swaps behind the split's colour / shape / size distractors), kind by kind."""
     n = len(scene.objects)
-    options = [
-        twin
+    return [
+        (kind, a, c, twin)
         for kind in ("colour", "shape", "size")
         for a in range(n)
         for c in range(a + 1, n)
         if (twin := _swapped(scene, kind, a, c)) is not None and twin.key() != scene.key()
     ]
-    return options[int(rng.integers(len(options)))] if options else None
+
+
+def attribute_twin(scene: Scene, rng: np.random.Generator) -> Scene | None:
+    """One of :func:`attribute_swaps`' twins, drawn with ``rng``; ``None`` if no swap changes the
+    scene. Rendered, it is a hard image negative for ``scene``'s captions that differs from the
+    truth in binding alone."""
+    options = attribute_swaps(scene)
+    return options[int(rng.integers(len(options)))][3] if options else None
 
 
 def generate_scenes(

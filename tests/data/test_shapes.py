@@ -150,3 +150,18 @@ def test_attribute_twin_trades_one_attribute_and_keeps_layout_and_bag() -> None:
     alike = ShapeObject("circle", "red", "small", 0.3, 0.3)
     same = Scene((alike, ShapeObject("circle", "red", "small", 0.7, 0.3)), ((0, "left of", 1),))
     assert attribute_twin(same, rng) is None  # no swap changes a scene of two identical objects
+
+
+def test_attribute_swaps_lists_each_trade_that_changes_the_scene_once() -> None:
+    from search_backend.data.shapes import Scene, ShapeObject, attribute_swaps
+
+    left = ShapeObject("circle", "red", "small", 0.3, 0.5)
+    right = ShapeObject("square", "blue", "small", 0.7, 0.5)
+    scene = Scene((left, right), ((0, "left of", 1),))
+    swaps = attribute_swaps(scene)
+    assert [(kind, a, c) for kind, a, c, _twin in swaps] == [("colour", 0, 1), ("shape", 0, 1)]  # same size
+    colour_twin = swaps[0][3]
+    assert [(o.shape, o.colour) for o in colour_twin.objects] == [("circle", "blue"), ("square", "red")]
+    assert [(o.cx, o.cy) for o in colour_twin.objects] == [(0.3, 0.5), (0.7, 0.5)]
+    shape_twin = swaps[1][3]
+    assert shape_twin.key() != scene.key() and shape_twin.relations == scene.relations
