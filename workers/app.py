@@ -8,7 +8,8 @@ Reliability settings, and why:
 * ``worker_prefetch_multiplier=1``: a worker holds one batch at a time, so a crash strands
   little work and two workers share a job evenly.
 * ``visibility_timeout`` (Redis): how long a message taken by a vanished worker stays invisible
-  before it is handed out again; workers scan for such messages every few seconds.
+  before it is handed out again; workers scan for such messages every few seconds, under a lock
+  that a killed worker leaves behind for ``RESTORE_LOCK_EXPIRE`` seconds at most.
 * Results are not stored: the job database is the record of what happened.
 """
 
@@ -21,9 +22,11 @@ from search_backend.config import Settings, get_settings
 if TYPE_CHECKING:
     from celery import Celery
 
-__all__ = ["QUEUE", "get_app", "make_app"]
+__all__ = ["QUEUE", "RESTORE_LOCK_EXPIRE", "get_app", "make_app"]
 
 QUEUE = "xmr-index"
+RESTORE_LOCK_EXPIRE = 10
+"""Seconds until the lock of the scan for lost messages expires (a scan takes milliseconds)."""
 
 _APP: Celery | None = None
 
@@ -49,6 +52,10 @@ def make_app(settings: Settings) -> Celery:
             # every 10 s x 10 throttle = 100 s, which would leave a crashed batch idle that long).
             "unacked_restore_interval": max(1, min(10, settings.visibility_timeout)),
             "unacked_restore_throttle": 1,
+            # The scan runs under a Redis lock that expires after this many seconds. A worker killed
+            # while it holds the lock would otherwise (kombu's default, 300 s) stop every other worker
+            # from handing out lost batches for five minutes.
+            "unacked_mutex_expire": RESTORE_LOCK_EXPIRE,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

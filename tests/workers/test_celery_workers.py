@@ -85,6 +85,7 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(cluster: Cluster, 
     cluster.kill(first)  # SIGKILL while the batch with the big image runs
     at_kill = cluster.job(job_id)
     assert big.status == "pending" and not at_kill.finished and at_kill.counts["done"] > 0
+    _hold_restore_lock(cluster)  # as a worker killed in the middle of its scan for lost batches leaves it
 
     cluster.start_worker()  # gets the queued batches, and the lost one after the visibility timeout
     job = cluster.wait(job_id, _finished)
@@ -93,6 +94,20 @@ def test_a_worker_killed_mid_job_loses_and_duplicates_nothing(cluster: Cluster, 
     big = _item(cluster, job_id, "big.png")
     assert (big.status, big.attempts) == ("done", 2)  # redelivered and run again
     assert cluster.stored() == job.counts["done"]  # every item exactly once
+
+
+def _hold_restore_lock(cluster: Cluster) -> None:
+    """Take the lock of the broker's scan for lost messages, with the expiry the workers set, and
+    never release it. Before the expiry was set (kombu's 300 s) the lost batch then waited longer
+    than ``cluster.wait`` does."""
+    import redis
+
+    from workers.app import make_app
+
+    options = make_app(cluster.settings).conf.broker_transport_options
+    client = redis.Redis.from_url(cluster.settings.broker_url)
+    client.lock("unacked_mutex", timeout=options.get("unacked_mutex_expire", 300)).acquire(blocking=False)
+    client.close()
 
 
 def test_database_briefly_down_tasks_retry_and_the_job_completes(cluster: Cluster, tmp_path: Path) -> None:
