@@ -39,21 +39,21 @@ from search_backend.runtime import configure_torch
 __all__ = ["summarise", "swap_comparisons"]
 
 _KINDS = ("colour", "shape", "size")
-_DISTANCE_BINS = ((0.0, 1.0, "< 1 cell"), (1.0, 1.5, "1-1.5 cells"), (1.5, 2.0, "1.5-2 cells"))
-
-
+_DISTANCE_BINS = (
+    (0.0, 1.0, "< 1 cell"),
+    (1.0, 1.5, "1-1.5 cells"),
+    (1.5, 2.0, "1.5-2 cells"),
+    (2.0, float("inf"), ">= 2 cells"),
+)
 _ORDER = {
-    "distance": [name for _lo, _hi, name in _DISTANCE_BINS] + [">= 2 cells"],
+    "distance": [name for _lo, _hi, name in _DISTANCE_BINS],
     "pair": ["related", "via a third"],
     "smaller": ["small", "large"],
 }
 
 
 def _distance_bin(cells: float) -> str:
-    for lo, hi, name in _DISTANCE_BINS:
-        if lo <= cells < hi:
-            return name
-    return ">= 2 cells"
+    return next(name for lo, hi, name in _DISTANCE_BINS if lo <= cells < hi)
 
 
 def swap_comparisons(
@@ -92,20 +92,17 @@ def swap_comparisons(
 
 def _score(model: Any, rows: list[dict[str, Any]]) -> tuple[Any, Any]:
     """Per caption comparison: (bi-encoder right, cross-encoder right), flattened over rows."""
-    import numpy as np
+    from search_backend.evaluation.distractors import prefers_own
 
+    images = [image for r in rows for image in (r["own"], r["twin"])]  # row k: own 2k, twin 2k + 1
     texts = [t for r in rows for t in r["texts"]]
-    owns = [r["own"] for r in rows for _ in r["texts"]]
-    twins = [r["twin"] for r in rows for _ in r["texts"]]
-    t_vec = model.encode_texts(texts)
-    o_vec, w_vec = model.encode_images(owns), model.encode_images(twins)
-    be = (t_vec * o_vec).sum(1) > (t_vec * w_vec).sum(1)
-    ce = np.asarray(model.score(texts, owns)) > np.asarray(model.score(texts, twins))
-    return be, ce
+    own = [2 * k for k, r in enumerate(rows) for _ in r["texts"]]
+    return prefers_own(model, texts, images, own, [i + 1 for i in own])
 
 
 def summarise(rows: list[dict[str, Any]], be: Any, ce: Any) -> list[dict[str, Any]]:
-    """Accuracy (%) and counts per kind, and per kind split by distance, pair and smaller size."""
+    """Accuracy (%) and counts per kind, and per kind split by distance, pair, smaller size and the
+    values traded."""
     import numpy as np
 
     per = [r for r in rows for _ in r["texts"]]

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from search_backend.data.shapes import Scene
     from search_backend.model.base import RetrievalModel
 
-__all__ = ["distractor_accuracy", "distractor_kind"]
+__all__ = ["distractor_accuracy", "distractor_kind", "prefers_own"]
 
 
 def distractor_kind(a: Scene, b: Scene) -> str:
@@ -27,6 +27,19 @@ def distractor_kind(a: Scene, b: Scene) -> str:
         if [getattr(o, kind) for o in a.objects] != [getattr(o, kind) for o in b.objects]:
             return kind
     return "relation"  # pragma: no cover - twins always differ somewhere
+
+
+def prefers_own(
+    model: RetrievalModel, captions: list[str], images: list[Any], own: list[int], twin: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each caption ``i``: does the bi-encoder (cosine), and does the cross-encoder (score), put
+    ``images[own[i]]`` above ``images[twin[i]]``? Each image is embedded once."""
+    img_vecs = model.encode_images(images)
+    txt_vecs = model.encode_texts(captions)
+    own_i, twin_i = np.array(own), np.array(twin)
+    be_ok = (txt_vecs * img_vecs[own_i]).sum(1) > (txt_vecs * img_vecs[twin_i]).sum(1)
+    ce_ok = model.score(captions, [images[i] for i in own]) > model.score(captions, [images[i] for i in twin])
+    return be_ok, ce_ok
 
 
 def distractor_accuracy(
@@ -52,12 +65,7 @@ def distractor_accuracy(
                 kinds.append(kind)
     if not captions:
         raise ValueError(f"no distractor pairs among {size} {split} scenes")
-    images = [it.image for it in items]
-    img_vecs = model.encode_images(images)
-    txt_vecs = model.encode_texts(captions)
-    own_i, twin_i = np.array(own), np.array(twin)
-    be_ok = (txt_vecs * img_vecs[own_i]).sum(1) > (txt_vecs * img_vecs[twin_i]).sum(1)
-    ce_ok = model.score(captions, [images[i] for i in own]) > model.score(captions, [images[i] for i in twin])
+    be_ok, ce_ok = prefers_own(model, captions, [it.image for it in items], own, twin)
     kind_arr = np.array(kinds)
     out: dict[str, Any] = {}
     for kind in ("colour", "shape", "size", "relation", "all"):
