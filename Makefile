@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo relation-model test test-fast lint services bench clean
+.PHONY: install demo default-model relation-model test test-fast lint services bench clean
 
 install: $(STAMP)
 
@@ -21,20 +21,18 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/xmr demo
 
-# The relation phase (README, Training): the shipped model grown by a cross-attention block
-# (RELATION_DIR/base), then a relation head trained alone (RELATION_DIR/model). About 14 minutes on
-# one core (XMR_THREADS=1 reproduces the README's weights); reranking then beats the bi-encoder by
-# ~15 R@1 on the shapes test. Copy RELATION_DIR/model to $XMR_HOME/models/default to make it the
-# default (`--model default`, the demo, the service).
+# The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the
+# shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
+# `make default-model` trains it (about 14 minutes on one core, once) and installs it as
+# $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use;
+# `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 reproduces the
+# README's weights byte for byte.
 RELATION_DIR ?= .work/relation
+default-model: install
+	XMR_THREADS=1 $(BIN)/xmr model derive --if-missing
+
 relation-model: install
-	$(BIN)/xmr train --setup joint --out $(RELATION_DIR)/base --seed 0 \
-		--set init_from=search_backend/model/shipped --set model.cross_attention=1 \
-		--set attend_weight=1.0 --set ground_weight=0.3 --set flip_negative_rate=0.5 --set steps=400
-	$(BIN)/xmr train --setup ce --out $(RELATION_DIR)/model --seed 0 --set init_from=$(RELATION_DIR)/base \
-		--set model.relation_head=64 --set train_only=relation. --set flip_negative_rate=1.0 \
-		--set text_hard_rate=1.0 --set ce_loss=rank --set lr_new=3e-3 --set steps=400
-	@echo "reranker: $(RELATION_DIR)/model (xmr eval --model $(RELATION_DIR)/model)"
+	XMR_THREADS=1 $(BIN)/xmr model derive --work $(RELATION_DIR) --no-install
 
 lint: install
 	$(BIN)/ruff check .

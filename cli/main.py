@@ -440,6 +440,78 @@ def model_ship(model_dir: Path, command: str) -> None:
     click.echo(f"shipped {model_dir} as {folder} ({size:.1f} MB of fp16 weights)")
 
 
+@model_group.command("derive")
+@click.option(
+    "--work",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the phases (default: $XMR_HOME/derive/relation); an interrupted run resumes there.",
+)
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Model folder to start from (default: the shipped model).",
+)
+@click.option("--if-missing", is_flag=True, help="Do nothing when a default model already exists.")
+@click.option("--force", is_flag=True, help="Replace an existing default model.")
+@click.option("--no-install", is_flag=True, help="Train the phases only; leave WORK/model where it is.")
+@click.option("--print", "print_only", is_flag=True, help="Print the equivalent xmr train commands and stop.")
+@click.option(
+    "--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Add a setting to every phase."
+)
+@handle_errors
+def model_derive(
+    work: Path | None,
+    source: Path | None,
+    if_missing: bool,
+    force: bool,
+    no_install: bool,
+    print_only: bool,
+    assignments: tuple[str, ...],
+) -> None:
+    """Derive the default model: the relation phase (README, Benchmark) from the shipped model.
+
+    About 14 minutes on one core; XMR_THREADS=1 reproduces the README's weights byte for byte.
+    The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
+    """
+    from search_backend.config import get_settings
+    from search_backend.model.shipped import shipped_model_dir
+    from search_backend.runtime import configure_torch
+    from search_backend.training.derive import derive, derived_info, install_default, recipe_commands
+
+    settings = get_settings()
+    target = settings.default_model_dir
+    if if_missing and force:
+        raise click.UsageError("give --if-missing or --force, not both")
+    if source is None and not settings.shipped_model:
+        if if_missing:
+            click.echo("XMR_SHIPPED_MODEL=false: no shipped model to derive from (the demo trains one)")
+            return
+        raise click.UsageError("XMR_SHIPPED_MODEL=false: give --from MODEL_DIR to derive from")
+    start = source or shipped_model_dir()
+    if start is None:
+        raise click.UsageError("this installation ships no model: give --from MODEL_DIR")
+    work = work or settings.home / "derive" / "relation"
+    extra = list(assignments)
+    if print_only:
+        click.echo("\n".join(recipe_commands(start.resolve(), work, extra=extra)))
+        return
+    if not no_install and target.exists() and not force:
+        if if_missing:
+            click.echo(f"default model: {target}")
+            return
+        raise click.UsageError(f"{target} already holds a model: --force replaces it, --if-missing keeps it")
+    configure_torch(settings)
+    model_dir = derive(work, source=start, extra=extra)
+    if no_install:
+        click.echo(f"derived model: {model_dir}")
+        return
+    install_default(model_dir, target, info=derived_info(work, start, extra=extra), force=force)
+    click.echo(f"derived model: {model_dir}, installed as the default: {target}")
+
+
 # ---------------------------------------------------------------------------------------------
 # demo
 

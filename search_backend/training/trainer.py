@@ -69,6 +69,7 @@ __all__ = [
     "TrainConfig",
     "TrainingPool",
     "config_json",
+    "finished",
     "prepare_data",
     "train",
     "train_single",
@@ -581,7 +582,7 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     ce_cfg = TrainConfig(**{**asdict(cfg), "setup": "ce", "init_from": str(bi_dir)})
     bi = (
         JointModel.load(bi_dir)
-        if _finished(bi_dir)
+        if finished(bi_dir)
         else train_single(
             bi_cfg,
             bi_dir,
@@ -610,7 +611,8 @@ def train(cfg: TrainConfig, out: str | Path, *, resume: bool = True, progress: b
     return model
 
 
-def _finished(path: Path) -> bool:
+def finished(path: Path) -> bool:
+    """A model folder whose run ended: its model is saved and no checkpoint is left to resume."""
     from search_backend.model.base import CONFIG_NAME
 
     return (path / CONFIG_NAME).is_file() and not (path / _CKPT).exists()

@@ -1,0 +1,140 @@
+"""The derived default: the relation recipe's phases from a source model, and its installation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import xmr
+from search_backend.model import JointModel, load_model
+from search_backend.training.derive import (
+    DERIVED_INFO,
+    RELATION_RECIPE,
+    derive,
+    derived_info,
+    install_default,
+    recipe_commands,
+)
+from search_backend.training.trainer import TrainConfig, train_single
+
+# Tiny runs of the real recipe: every phase setting kept, only its length and data cut down.
+QUICK = ("steps=2", "pool_size=60", "batch_size=6")
+
+
+@pytest.fixture(scope="module")
+def source(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A tiny trained joint model with late fusion and no cross-attention block (like the shipped one)."""
+    out = tmp_path_factory.mktemp("source") / "model"
+    cfg = TrainConfig(
+        steps=1,
+        batch_size=6,
+        pool_size=60,
+        backbone=str(tiny_backbone),
+        model={**tiny_model_config, "cross_layers": 1, "cross_readout": "residual"},
+    )
+    train_single(cfg, out, progress=False)
+    return out
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    model = JointModel.load(path)
+    return {k: v.detach().numpy().copy() for k, v in model.net.state_dict().items()}
+
+
+def test_each_phase_grows_its_module_and_the_head_trains_alone(source: Path, tmp_path: Path) -> None:
+    final = derive(tmp_path / "work", source=source, extra=QUICK, progress=False)
+    assert final == tmp_path / "work" / "model"
+    start, base, model = _weights(source), _weights(tmp_path / "work" / "base"), _weights(final)
+    grown = set(base) - set(start)
+    assert grown and all(k.startswith("cross_blocks.") for k in grown)
+    assert any(not np.array_equal(start[k], base[k]) for k in start)  # phase 1 trains the whole model
+    head = set(model) - set(base)
+    assert head and all(k.startswith("relation.") for k in head)
+    assert all(np.array_equal(base[k], model[k]) for k in base)  # phase 2: the head alone
+    assert np.abs(model["relation.score.weight"]).max() > 0
+
+
+def test_a_finished_phase_is_kept_and_another_recipe_is_refused(source: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    derive(work, source=source, extra=QUICK, progress=False)
+    stamp = (work / "base" / "model.safetensors").stat().st_mtime_ns
+    derive(work, source=source, extra=QUICK, progress=False)
+    assert (work / "base" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="another recipe"):
+        derive(work, source=source, extra=(*QUICK, "lr_new=1e-2"), progress=False)
+    with pytest.raises(ValueError, match="no such model folder"):
+        derive(tmp_path / "other", source=tmp_path / "missing", progress=False)
+
+
+def test_an_interrupted_phase_resumes_to_the_same_weights(source: Path, tmp_path: Path) -> None:
+    whole = derive(tmp_path / "a", source=source, extra=QUICK, progress=False)
+    # phase 2 stopped after its first step: its checkpoint is all that is left of it
+    derive(tmp_path / "b", source=source, extra=QUICK, recipe=RELATION_RECIPE[:1], progress=False)
+    from search_backend.training.recipes import default_recipe, with_overrides
+
+    phase = RELATION_RECIPE[1]
+    settings = [f"init_from={tmp_path / 'b' / 'base'}", *phase.settings, *QUICK]
+    cfg = with_overrides(default_recipe(phase.setup, seed=0), settings)
+    train_single(cfg, tmp_path / "b" / "model", stop_after=1, progress=False)
+    assert (tmp_path / "b" / "model" / "checkpoint").exists()
+    (tmp_path / "b" / "RECIPE.json").unlink()  # the one-phase run recorded a one-phase recipe
+    resumed = derive(tmp_path / "b", source=source, extra=QUICK, progress=False)
+    a, b = _weights(whole), _weights(resumed)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_install_puts_a_whole_model_in_place_and_records_how(source: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    final = derive(work, source=source, extra=QUICK, progress=False)
+    target = tmp_path / "home" / "models" / "default"
+    info = derived_info(work, source, extra=QUICK)
+    install_default(final, target, info=info)
+    assert not (target / "checkpoint").exists()
+    assert not list(target.parent.glob(".default.*"))
+    record = json.loads((target / DERIVED_INFO).read_text())
+    assert record["commands"] == recipe_commands(source.resolve(), work, extra=QUICK)
+    assert all(f"--set {s}" in record["commands"][1] for s in RELATION_RECIPE[1].settings)
+    assert f"init_from={source.resolve()}" in record["commands"][0]
+    assert f"init_from={work / 'base'}" in record["commands"][1]
+    import hashlib
+
+    assert record["weights_sha256"] == hashlib.sha256((target / "model.safetensors").read_bytes()).hexdigest()
+    assert record["training_seconds"] > 0
+    loaded = load_model(target)
+    assert isinstance(loaded, JointModel) and loaded.config.relation_head == 64
+    with pytest.raises(FileExistsError, match="already holds a model"):
+        install_default(final, target, info=info)
+    (target / "marker").write_text("old")
+    install_default(final, target, info=info, force=True)
+    assert not (target / "marker").exists() and (target / DERIVED_INFO).is_file()
+
+
+def test_cli_derives_installs_and_then_keeps_the_default(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XMR_HOME", str(tmp_path / "home"))
+    runner = CliRunner()
+    quick = [arg for s in QUICK for arg in ("--set", s)]
+    printed = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--print", *quick])
+    assert printed.exit_code == 0, printed.output
+    lines = printed.output.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("xmr train --setup joint")
+    assert str(tmp_path / "home" / "derive" / "relation" / "base") in lines[0]
+    assert not (tmp_path / "home" / "models").exists()
+    out = runner.invoke(xmr, ["model", "derive", "--from", str(source), *quick])
+    assert out.exit_code == 0, out.output
+    target = tmp_path / "home" / "models" / "default"
+    assert (target / DERIVED_INFO).is_file() and "installed as the default" in out.output
+    again = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--if-missing", *quick])
+    assert again.exit_code == 0 and f"default model: {target}" in again.output
+    refused = runner.invoke(xmr, ["model", "derive", "--from", str(source), *quick])
+    assert refused.exit_code != 0 and "already holds a model" in refused.output
+    monkeypatch.setenv("XMR_SHIPPED_MODEL", "false")
+    skipped = runner.invoke(xmr, ["model", "derive", "--if-missing"])
+    assert skipped.exit_code == 0 and "no shipped model" in skipped.output
