@@ -23,7 +23,7 @@ demo: install
 
 # The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the
 # shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
-# `make default-model` trains it (about 14 minutes on one core, once) and installs it as
+# `make default-model` trains it (14-25 minutes on one core, once) and installs it as
 # $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use;
 # `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 reproduces the
 # README's weights byte for byte.
