@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from search_backend.checksums import file_checksum
 from search_backend.data.images import MAX_IMAGE_BYTES, ImageError, check_image_file
 from search_backend.jobs.collections import get_collection
 from search_backend.jobs.db import session_scope
@@ -37,14 +38,6 @@ class SubmittedJob:
     job_id: int
     batches: list[int]
     """Batch numbers with pending items: one indexing task each."""
-
-
-def file_checksum(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def text_checksum(text: str) -> str:

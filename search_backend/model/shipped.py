@@ -41,9 +41,9 @@ def ship(model_dir: str | Path, *, command: str, notes: dict[str, Any] | None = 
     ``command`` is the exact command that trained it (recorded in ``SHIPPED.json`` with the
     weights' sha256, the training config and ``notes``). Returns the shipped folder.
     """
-    import hashlib
     import shutil
 
+    from search_backend.checksums import file_checksum
     from search_backend.model.joint import JointModel
 
     source = Path(model_dir)
@@ -54,7 +54,7 @@ def ship(model_dir: str | Path, *, command: str, notes: dict[str, Any] | None = 
     for extra in ("train_config.json", "training.json"):
         if (source / extra).is_file():
             shutil.copy(source / extra, _FOLDER / extra)
-    digest = hashlib.sha256((_FOLDER / "model.safetensors").read_bytes()).hexdigest()
+    digest = file_checksum(_FOLDER / "model.safetensors")
     info = {
         "command": command,
         "weights_sha256": digest,

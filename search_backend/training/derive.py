@@ -20,7 +20,6 @@ sha256. Under one torch thread the recipe reproduces its weights byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -28,6 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from search_backend.checksums import file_checksum
 
 __all__ = [
     "DERIVED_INFO",
@@ -84,14 +85,6 @@ RELATION_RECIPE: tuple[Phase, ...] = (
     ),
 )
 """The relation phase from the shipped model (README, *Benchmark*); seed 0."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _plan(
@@ -197,7 +190,7 @@ def install_default(
     if staging.exists():
         shutil.rmtree(staging)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns("checkpoint", "checkpoint.*"))
-    record = {**info, "weights_sha256": _sha256(staging / _WEIGHTS)}
+    record = {**info, "weights_sha256": file_checksum(staging / _WEIGHTS)}
     (staging / DERIVED_INFO).write_text(json.dumps(record, indent=2) + "\n")
     if target.exists():
         retired = target.parent / f".{target.name}.replaced"
@@ -221,7 +214,7 @@ def derived_info(
     return {
         "commands": recipe_commands(source, work, recipe, extra),
         "source": str(source),
-        "source_sha256": _sha256(source / _WEIGHTS),
+        "source_sha256": file_checksum(source / _WEIGHTS),
         "training_seconds": _training_seconds(work, recipe),
         "torch_threads": torch.get_num_threads(),
         "derived_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
