@@ -25,8 +25,8 @@ demo: install
 # shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
 # `make default-model` trains it (14-25 minutes on one core, once) and installs it as
 # $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use;
-# `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 reproduces the
-# README's weights byte for byte.
+# `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 on a float32-only
+# CPU reproduces the README's r9 weights byte for byte.
 RELATION_DIR ?= .work/relation
 default-model: install
 	XMR_THREADS=1 $(BIN)/xmr model derive --if-missing

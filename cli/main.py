@@ -478,9 +478,14 @@ def model_derive(
     The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
     """
     from search_backend.config import get_settings
-    from search_backend.model.shipped import shipped_model_dir
     from search_backend.runtime import configure_torch
-    from search_backend.training.derive import derive, derived_info, install_default, recipe_commands
+    from search_backend.training.derive import (
+        derive,
+        derived_info,
+        install_default,
+        recipe_commands,
+        source_model,
+    )
 
     settings = get_settings()
     target = settings.default_model_dir
@@ -491,13 +496,11 @@ def model_derive(
             click.echo("XMR_SHIPPED_MODEL=false: no shipped model to derive from (the demo trains one)")
             return
         raise click.UsageError("XMR_SHIPPED_MODEL=false: give --from MODEL_DIR to derive from")
-    start = source or shipped_model_dir()
-    if start is None:
-        raise click.UsageError("this installation ships no model: give --from MODEL_DIR")
+    start = source_model(source)
     work = work or settings.home / "derive" / "relation"
     extra = list(assignments)
     if print_only:
-        click.echo("\n".join(recipe_commands(start.resolve(), work, extra=extra)))
+        click.echo("\n".join(recipe_commands(start, work, extra=extra)))
         return
     if not no_install and target.exists() and not force:
         if if_missing:

@@ -15,7 +15,7 @@ short training phases, so it is derived here instead of shipped as a second copy
 one is kept); :func:`install_default` then moves the result into ``$XMR_HOME/models/default``,
 which ``--model default``, the demo, the workers and the service use. ``DERIVED.json`` beside its
 weights records the equivalent ``xmr train`` commands, the source model's and the result's
-sha256. Under one torch thread the recipe reproduces its weights byte for byte.
+sha256. Under one torch thread on the same CPU the recipe reproduces its weights byte for byte.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "derived_info",
     "install_default",
     "recipe_commands",
+    "source_model",
 ]
 
 DERIVED_INFO = "DERIVED.json"
@@ -126,6 +127,20 @@ def _check_work(work: Path, commands: list[str]) -> None:
     record.write_text(json.dumps({"commands": commands}, indent=2) + "\n")
 
 
+def source_model(source: str | Path | None = None) -> Path:
+    """The absolute folder a derivation starts from: ``source``, or the shipped model."""
+    from search_backend.model.shipped import shipped_model_dir
+
+    if source is None:
+        source = shipped_model_dir()
+        if source is None:
+            raise ValueError("this installation ships no model to derive from: give a model folder")
+    path = Path(source).resolve()
+    if not path.is_dir():
+        raise ValueError(f"{path}: no such model folder to derive from")
+    return path
+
+
 def derive(
     work: str | Path,
     *,
@@ -140,17 +155,10 @@ def derive(
     from its checkpoint. ``extra`` ``KEY=VALUE`` settings are added to every phase (for a quick
     trial: ``steps=50``). Returns the last phase's folder.
     """
-    from search_backend.model.shipped import shipped_model_dir
     from search_backend.training.recipes import default_recipe, with_overrides
     from search_backend.training.trainer import finished, train
 
-    if source is None:
-        source = shipped_model_dir()
-        if source is None:
-            raise ValueError("this installation ships no model to derive the default from")
-    source = Path(source).resolve()
-    if not source.is_dir():
-        raise ValueError(f"{source}: no such model folder to derive from")
+    source = source_model(source)
     work = Path(work)
     if not recipe:
         raise ValueError("a recipe needs at least one phase")
