@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The first `make demo` also derives the default model (`xmr model derive --if-missing`: the
+# relation phase from the shipped model, about 10 minutes on 2 cores, once; README, Two commands);
+# `make demo DERIVE=0` skips that and searches with the shipped model.
+DERIVE ?= 1
 demo: install
+	@if [ "$(DERIVE)" = 1 ]; then $(BIN)/xmr model derive --if-missing; fi
 	$(BIN)/xmr demo
 
 # The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the

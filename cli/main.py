@@ -508,6 +508,7 @@ def model_derive(
             return
         raise click.UsageError(f"{target} already holds a model: --force replaces it, --if-missing keeps it")
     configure_torch(settings)
+    click.echo(f"deriving the default model from {start} in {work} (once; an interrupted run resumes)")
     model_dir = derive(work, source=start, extra=extra)
     if no_install:
         click.echo(f"derived model: {model_dir}")
