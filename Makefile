@@ -23,13 +23,16 @@ $(STAMP): pyproject.toml
 # `make demo DERIVE=0` skips that and searches with the shipped model.
 DERIVE ?= 1
 demo: install
-	@if [ "$(DERIVE)" = 1 ]; then $(BIN)/xmr model derive --if-missing; fi
+ifeq ($(DERIVE),1)
+	$(BIN)/xmr model derive --if-missing
+endif
 	$(BIN)/xmr demo
 
 # The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the
 # shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
-# `make default-model` trains it (14-25 minutes on one core, once) and installs it as
-# $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use;
+# `make default-model` trains it on one thread (14-25 minutes, once) and installs it as
+# $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use
+# (`make demo` derives it the same way on every core);
 # `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 on a float32-only
 # CPU reproduces the README's r9 weights byte for byte.
 RELATION_DIR ?= .work/relation

@@ -473,8 +473,8 @@ def model_derive(
 ) -> None:
     """Derive the default model: the relation phase (README, Benchmark) from the shipped model.
 
-    About 14 minutes on one float32 core (25 with bf16 here); XMR_THREADS=1 on a float32-only CPU
-    reproduces the README's r9 weights byte for byte.
+    About 10 minutes on two cores, 14-25 on one (the first make demo runs it); XMR_THREADS=1 on
+    a float32-only CPU reproduces the README's r9 weights byte for byte.
     The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
     """
     from search_backend.config import get_settings

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +140,21 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     monkeypatch.setenv("XMR_SHIPPED_MODEL", "false")
     skipped = runner.invoke(xmr, ["model", "derive", "--if-missing"])
     assert skipped.exit_code == 0 and "no shipped model" in skipped.output
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_demo_derives_the_default_first_unless_told_not_to() -> None:
+    root = Path(__file__).resolve().parents[2]
+
+    def planned(*args: str) -> list[str]:
+        # -n: print the commands only; -o install: take the virtualenv as made
+        done = subprocess.run(
+            ["make", "-s", "-n", "-o", "install", "-C", str(root), "demo", *args],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return [line.split("/")[-1] for line in done.stdout.splitlines() if "xmr" in line]
+
+    assert planned() == ["xmr model derive --if-missing", "xmr demo"]
+    assert planned("DERIVE=0") == ["xmr demo"]
