@@ -16,7 +16,9 @@ from search_backend.model import JointModel, load_model
 from search_backend.training.derive import (
     DERIVED_INFO,
     RELATION_RECIPE,
+    check_derived,
     derive,
+    derive_checked,
     derived_info,
     install_default,
     recipe_commands,
@@ -117,6 +119,52 @@ def test_install_puts_a_whole_model_in_place_and_records_how(source: Path, tmp_p
     assert not (target / "marker").exists() and (target / DERIVED_INFO).is_file()
 
 
+def test_the_val_check_measures_the_derived_model_on_val(source: Path, tmp_path: Path) -> None:
+    final = derive(tmp_path / "work", source=source, extra=QUICK, progress=False)
+    check = check_derived(final, size=40, queries=20)
+    assert check["split"] == "val" and check["size"] == 40 and check["queries"] == 20
+    r1 = check["r1"]
+    assert all(0.0 <= r1[m][d] <= 100.0 for m in ("be", "rr") for d in ("t2i", "i2t"))
+    assert check["gain"]["t2i"] == pytest.approx(r1["rr"]["t2i"] - r1["be"]["t2i"], abs=0.05)
+
+
+def test_a_derivation_below_the_line_is_derived_again_under_the_next_seed(
+    source: Path, tmp_path: Path
+) -> None:
+    gains = iter([1.0, 9.0])
+    seen: list[Path] = []
+
+    def check(model_dir: Path) -> dict[str, object]:  # the measured gain is scripted here
+        seen.append(model_dir)
+        return {"gain": {"t2i": next(gains), "i2t": 0.0}}
+
+    work = tmp_path / "work"
+    said: list[str] = []
+    kept, tried = derive_checked(
+        work, source=source, extra=(*QUICK, "seed=3"), check=check, progress=False, say=said.append
+    )
+    assert [a.work for a in tried] == [work, work / "retry1"]
+    assert seen == [work / "model", work / "retry1" / "model"]
+    assert kept is tried[1] and kept.extra[-1] == "seed=4"  # the seed the settings gave, plus 1
+    assert "seed=4" in json.loads((work / "retry1" / "RECIPE.json").read_text())["commands"][0]
+    assert "below the line" in said[0] and "kept" in said[1]
+    a, b = _weights(tried[0].model), _weights(kept.model)
+    assert any(not np.array_equal(a[k], b[k]) for k in a)  # another seed, another model
+
+    worse = iter([2.0, -1.0])
+    best, both = derive_checked(
+        tmp_path / "w2",
+        source=source,
+        extra=QUICK,
+        check=lambda _m: {"gain": {"t2i": next(worse)}},
+        progress=False,
+        say=said.append,
+    )
+    assert best is both[0] and "keeping the best" in said[-1]
+    with pytest.raises(ValueError, match="attempts"):
+        derive_checked(tmp_path / "w3", source=source, attempts=0, check=check)
+
+
 def test_cli_derives_installs_and_then_keeps_the_default(
     source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -129,10 +177,13 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     assert len(lines) == 2 and lines[0].startswith("xmr train --setup joint")
     assert str(tmp_path / "home" / "derive" / "relation" / "base") in lines[0]
     assert not (tmp_path / "home" / "models").exists()
-    out = runner.invoke(xmr, ["model", "derive", "--from", str(source), *quick])
+    out = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--attempts", "1", *quick])
     assert out.exit_code == 0, out.output
     target = tmp_path / "home" / "models" / "default"
     assert (target / DERIVED_INFO).is_file() and "installed as the default" in out.output
+    assert "val check of" in out.output
+    (checked,) = json.loads((target / DERIVED_INFO).read_text())["val_checks"]
+    assert checked["split"] == "val" and set(checked["gain"]) == {"t2i", "i2t"}
     again = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--if-missing", *quick])
     assert again.exit_code == 0 and f"default model: {target}" in again.output
     refused = runner.invoke(xmr, ["model", "derive", "--from", str(source), *quick])
