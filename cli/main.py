@@ -464,7 +464,7 @@ def model_ship(model_dir: Path, command: str) -> None:
 @click.option(
     "--attempts",
     type=click.IntRange(min=1),
-    default=2,
+    default=1,
     show_default=True,
     help="Derivations at most: one whose reranker fails the val check is derived again under the next seed.",
 )
@@ -486,8 +486,9 @@ def model_derive(
     About 10 minutes on two cores, 14-25 on one (the first make demo runs it); XMR_THREADS=1 on
     a float32-only CPU reproduces the README's r9 weights byte for byte.
     The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
-    Each derivation is checked on the shapes val split (about a minute): one whose reranker beats
-    its bi-encoder by less than 5 R@1 (t2i) is derived again under the next seed (--attempts).
+    Each derivation is checked on the shapes val split (about a minute) and the check reported: with
+    --attempts N, one whose reranker beats its bi-encoder by less than 5 R@1 (t2i) is derived again
+    under the next seed, up to N derivations, and the best is installed.
     """
     from search_backend.config import get_settings
     from search_backend.runtime import configure_torch

@@ -141,7 +141,13 @@ def test_a_derivation_below_the_line_is_derived_again_under_the_next_seed(
     work = tmp_path / "work"
     said: list[str] = []
     kept, tried = derive_checked(
-        work, source=source, extra=(*QUICK, "seed=3"), check=check, progress=False, say=said.append
+        work,
+        source=source,
+        extra=(*QUICK, "seed=3"),
+        attempts=2,
+        check=check,
+        progress=False,
+        say=said.append,
     )
     assert [a.work for a in tried] == [work, work / "retry1"]
     assert seen == [work / "model", work / "retry1" / "model"]
@@ -156,6 +162,7 @@ def test_a_derivation_below_the_line_is_derived_again_under_the_next_seed(
         tmp_path / "w2",
         source=source,
         extra=QUICK,
+        attempts=2,
         check=lambda _m: {"gain": {"t2i": next(worse)}},
         progress=False,
         say=said.append,
