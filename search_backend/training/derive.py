@@ -227,10 +227,9 @@ def derive_checked(
     say: Callable[[str], None] = print,
 ) -> tuple[Attempt, list[Attempt]]:
     """:func:`derive`, then :func:`check_derived` on val; a model whose reranker gains less than
-    ``min_gain`` t2i R@1 there is derived again under the next seed (``WORK/retryK``, the seed
-    ``extra`` gives, default 0, plus K),
-    up to ``attempts`` derivations. Returns the one kept (the first that passes, else the best
-    gain) and all of them."""
+    ``min_gain`` t2i R@1 there is derived again under the next seed (in ``WORK/retryK``, under the
+    seed ``extra`` gives, default 0, plus K), up to ``attempts`` derivations. Returns the one kept
+    (the first that passes, else the best gain) and all of them."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     work = Path(work)
@@ -252,7 +251,11 @@ def derive_checked(
         if attempt.gain >= min_gain:
             return attempt, tried
     best = max(tried, key=lambda a: a.gain)
-    say(f"no derivation reached the line in {attempts}; keeping the best ({best.model})")
+    say(
+        f"no derivation of {attempts} reached the line; keeping the best ({best.model}). Its reranker"
+        " barely beats its bi-encoder: the relation phase fails under some seeds (README, Benchmark);"
+        " --force --attempts N derives again under the next seeds"
+    )
     return best, tried
 
 

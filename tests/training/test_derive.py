@@ -167,7 +167,7 @@ def test_a_derivation_below_the_line_is_derived_again_under_the_next_seed(
         progress=False,
         say=said.append,
     )
-    assert best is both[0] and "keeping the best" in said[-1]
+    assert best is both[0] and "keeping the best" in said[-1] and "--attempts" in said[-1]
     with pytest.raises(ValueError, match="attempts"):
         derive_checked(tmp_path / "w3", source=source, attempts=0, check=check)
 
