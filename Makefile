@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # The first `make demo` also derives the default model (`xmr model derive --if-missing`: the
-# relation phase from the shipped model, about 10 minutes on 2 cores, once; README, Two commands);
+# relation phase from the shipped model, about 15 minutes on 2 cores, once; README, Two commands);
 # `make demo DERIVE=0` skips that and searches with the shipped model.
 DERIVE ?= 1
 demo: install
@@ -30,11 +30,11 @@ endif
 
 # The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the
 # shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
-# `make default-model` trains it on one thread (14-25 minutes, once) and installs it as
+# `make default-model` trains it on one thread (18-30 minutes, once) and installs it as
 # $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use
 # (`make demo` derives it the same way on every core);
 # `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 on a float32-only
-# CPU reproduces the README's r9 weights byte for byte.
+# CPU reproduced the earlier two-phase recipe's r9 weights byte for byte.
 RELATION_DIR ?= .work/relation
 default-model: install
 	XMR_THREADS=1 $(BIN)/xmr model derive --if-missing

@@ -483,8 +483,8 @@ def model_derive(
 ) -> None:
     """Derive the default model: the relation phase (README, Benchmark) from the shipped model.
 
-    About 10 minutes on two cores, 14-25 on one (the first make demo runs it); XMR_THREADS=1 on
-    a float32-only CPU reproduces the README's r9 weights byte for byte.
+    About 15 minutes on two cores (the first make demo runs it); XMR_THREADS=1 on a float32-only
+    CPU reproduced the earlier two-phase recipe's r9 weights byte for byte.
     The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
     Each derivation is checked on the shapes val split (about a minute) and the check reported: with
     --attempts N, one whose reranker beats its bi-encoder by less than 5 R@1 (t2i) is derived again

@@ -60,7 +60,9 @@ def test_each_phase_grows_its_module_and_the_head_trains_alone(source: Path, tmp
     assert any(not np.array_equal(start[k], base[k]) for k in start)  # phase 1 trains the whole model
     head = set(model) - set(base)
     assert head and all(k.startswith("relation.") for k in head)
-    assert all(np.array_equal(base[k], model[k]) for k in base)  # phase 2: the head alone
+    assert all(np.array_equal(base[k], model[k]) for k in base)  # phases 2 and 3: the head alone
+    mirror = _weights(tmp_path / "work" / "mirror")
+    assert set(mirror) == set(model) and any(not np.array_equal(mirror[k], model[k]) for k in head)
     assert np.abs(model["relation.score.weight"]).max() > 0
 
 
@@ -85,8 +87,8 @@ def test_an_interrupted_phase_resumes_to_the_same_weights(source: Path, tmp_path
     phase = RELATION_RECIPE[1]
     settings = [f"init_from={tmp_path / 'b' / 'base'}", *phase.settings, *QUICK]
     cfg = with_overrides(default_recipe(phase.setup, seed=0), settings)
-    train_single(cfg, tmp_path / "b" / "model", stop_after=1, progress=False)
-    assert (tmp_path / "b" / "model" / "checkpoint").exists()
+    train_single(cfg, tmp_path / "b" / phase.name, stop_after=1, progress=False)
+    assert (tmp_path / "b" / phase.name / "checkpoint").exists()
     (tmp_path / "b" / "RECIPE.json").unlink()  # the one-phase run recorded a one-phase recipe
     resumed = derive(tmp_path / "b", source=source, extra=QUICK, progress=False)
     a, b = _weights(whole), _weights(resumed)
@@ -181,7 +183,7 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     printed = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--print", *quick])
     assert printed.exit_code == 0, printed.output
     lines = printed.output.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith("xmr train --setup joint")
+    assert len(lines) == len(RELATION_RECIPE) and lines[0].startswith("xmr train --setup joint")
     assert str(tmp_path / "home" / "derive" / "relation" / "base") in lines[0]
     assert not (tmp_path / "home" / "models").exists()
     out = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--attempts", "1", *quick])
