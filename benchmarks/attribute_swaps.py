@@ -142,13 +142,14 @@ def main() -> None:
         ap.error("--scenes and --captions must be >= 1")
 
     from search_backend.config import get_settings
+    from search_backend.evaluation.corpus import model_image_size
     from search_backend.model.loading import load_model
 
     configure_torch(get_settings())
     model: Any = load_model(args.model)
     cfg = getattr(model, "config", None)
     grid = int(getattr(cfg, "grid", 4))
-    image_size = int(getattr(cfg, "image_size", 64))
+    image_size = model_image_size(model)
     rows = swap_comparisons(
         args.split, args.scenes, args.seed, grid=grid, image_size=image_size, captions=args.captions
     )

@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from search_backend.data.grammars import LANG_NAMES, parse_langs
-from search_backend.evaluation import evaluate, shapes_corpus
+from search_backend.evaluation import evaluate, model_image_size, shapes_corpus
 from search_backend.evaluation.multilingual import (
     mean_recall,
     multilingual_table,
@@ -194,7 +194,7 @@ def main() -> None:
         label = ROWS[row]
         rows[label] = {"be": {}, "rr": {}}
         raw.pop(row, None)
-        image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
+        image_size = model_image_size(model)
         for lang in langs:
             corpus = shapes_corpus("test", args.size, args.seed, image_size=image_size, lang=lang)
             t0 = time.perf_counter()

@@ -301,7 +301,13 @@ def eval_cmd(
     distractor_scenes: int | None,
 ) -> None:
     """Recall@1/5/10 and ms per query of be, ce (over the whole corpus) and rr (retrieve then rerank)."""
-    from search_backend.evaluation import evaluate, format_table, manifest_corpus, shapes_corpus
+    from search_backend.evaluation import (
+        evaluate,
+        format_table,
+        manifest_corpus,
+        model_image_size,
+        shapes_corpus,
+    )
     from search_backend.evaluation.table import METHOD_LABELS
     from search_backend.model import load_model
     from search_backend.runtime import configure_torch
@@ -314,7 +320,7 @@ def eval_cmd(
     if distractor_scenes is not None and manifest is not None:
         raise click.UsageError("--distractors reads the shapes scenes behind each image: not with --manifest")
     model = load_model(model_spec)
-    image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
+    image_size = model_image_size(model)
     if manifest is not None:
         corpus = manifest_corpus(manifest, image_root=image_root, split=split, lang=lang)
     else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search_backend.evaluation.corpus import manifest_corpus, shapes_corpus
+from search_backend.evaluation.corpus import manifest_corpus, model_image_size, shapes_corpus
 from search_backend.evaluation.depth import rerank_depth_curve
 from search_backend.evaluation.distractors import distractor_accuracy
 from search_backend.evaluation.evaluate import METHODS, EvalCorpus, evaluate
@@ -19,6 +19,7 @@ __all__ = [
     "evaluate",
     "format_table",
     "manifest_corpus",
+    "model_image_size",
     "plot_rerank_depth",
     "plot_stage_latency",
     "plot_store_comparison",

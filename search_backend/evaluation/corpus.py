@@ -9,7 +9,15 @@ import numpy as np
 
 from search_backend.evaluation.evaluate import EvalCorpus
 
-__all__ = ["manifest_corpus", "shapes_corpus"]
+__all__ = ["manifest_corpus", "model_image_size", "shapes_corpus"]
+
+SHAPES_IMAGE_SIZE = 64
+"""Side of rendered shapes images for a model whose config names none."""
+
+
+def model_image_size(model: object) -> int:
+    """The side at which shapes images are rendered for ``model``: its ``config.image_size``, else 64."""
+    return int(getattr(getattr(model, "config", None), "image_size", SHAPES_IMAGE_SIZE))
 
 
 def shapes_corpus(

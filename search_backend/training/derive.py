@@ -206,12 +206,12 @@ def check_derived(
     recipe under training seeds 1 and 2); this check, about a minute on two cores, tells
     such a model from one that reranks.
     """
-    from search_backend.evaluation.corpus import shapes_corpus
+    from search_backend.evaluation.corpus import model_image_size, shapes_corpus
     from search_backend.evaluation.evaluate import evaluate
     from search_backend.model import load_model
 
     model = load_model(model_dir)
-    image_size = int(getattr(getattr(model, "config", None), "image_size", 64))
+    image_size = model_image_size(model)
     corpus = shapes_corpus("val", size, 0, image_size=image_size)
     res = evaluate(model, corpus, k=20, queries=queries, seed=0, methods=("be", "rr"))["results"]
     r1 = {m: {d: float(res[m][d]["r1"]) for d in ("t2i", "i2t")} for m in ("be", "rr")}

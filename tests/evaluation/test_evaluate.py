@@ -136,6 +136,13 @@ def test_distractor_accuracy_reports_each_kind(tiny_model) -> None:  # type: ign
         assert 0.0 <= v["be"] <= 100.0 and 0.0 <= v["ce"] <= 100.0
 
 
+def test_shapes_images_are_rendered_at_the_models_own_size(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from search_backend.evaluation import model_image_size
+
+    assert model_image_size(tiny_model) == 32
+    assert model_image_size(object()) == 64  # no config: the shapes default
+
+
 def test_bootstrap_intervals_cover_the_recall_and_pair_the_queries() -> None:
     import numpy as np
 
