@@ -474,7 +474,19 @@ def model_ship(model_dir: Path, command: str) -> None:
     show_default=True,
     help="Derivations at most: one whose reranker fails the val check is derived again under the next seed.",
 )
-@click.option("--no-check", is_flag=True, help="Skip the val check (one derivation, installed as it is).")
+@click.option(
+    "--heads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Relation heads trained from the one first phase, in parallel on a core each; the val check "
+    "keeps the best (default 2; 1 with --no-check).",
+)
+@click.option("--no-check", is_flag=True, help="Skip the val check (one head, installed as it is).")
+@click.option(
+    "--keep-work",
+    is_flag=True,
+    help="Keep the phases in WORK after installing (by default removed: about 300 MB of fp32 weights).",
+)
 @handle_errors
 def model_derive(
     work: Path | None,
@@ -485,26 +497,32 @@ def model_derive(
     print_only: bool,
     assignments: tuple[str, ...],
     attempts: int,
+    heads: int | None,
     no_check: bool,
+    keep_work: bool,
 ) -> None:
     """Derive the default model: the relation phase (README, Benchmark) from the shipped model.
 
     About 15 minutes on two cores (the first make demo runs it); XMR_THREADS=1 on a float32-only
     CPU reproduced the earlier two-phase recipe's r9 weights byte for byte.
-    The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install.
-    Each derivation is checked on the shapes val split (about a minute) and the check reported: with
+    The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install;
+    then the phases in WORK are removed (--keep-work keeps them).
+    Each derivation trains --heads relation heads from its first phase (their outcome swings from
+    run to run), checks each on the shapes val split (about a minute) and keeps the best: with
     --attempts N, one whose reranker beats its bi-encoder by less than 5 R@1 (t2i) is derived again
     under the next seed, up to N derivations, and the best is installed.
     """
     from search_backend.config import get_settings
     from search_backend.runtime import configure_torch
     from search_backend.training.derive import (
+        HEADS,
         Attempt,
         derive,
         derive_checked,
         derived_info,
         install_default,
         recipe_commands,
+        remove_phases,
         source_model,
     )
 
@@ -512,6 +530,8 @@ def model_derive(
     target = settings.default_model_dir
     if if_missing and force:
         raise click.UsageError("give --if-missing or --force, not both")
+    if no_check and (heads or 1) > 1:
+        raise click.UsageError("--no-check trains one head: the val check is what chooses between heads")
     if source is None and not settings.shipped_model:
         if if_missing:
             click.echo("XMR_SHIPPED_MODEL=false: no shipped model to derive from (the demo trains one)")
@@ -529,21 +549,30 @@ def model_derive(
             return
         raise click.UsageError(f"{target} already holds a model: --force replaces it, --if-missing keeps it")
     configure_torch(settings)
-    click.echo(f"deriving the default model from {start} in {work} (once; an interrupted run resumes)")
+    n_heads = 1 if no_check else heads or HEADS
+    click.echo(
+        f"deriving the default model from {start} in {work} ({n_heads} relation head"
+        f"{'s' if n_heads > 1 else ''}; once; an interrupted run resumes)"
+    )
     tried: list[Attempt] = []
     if no_check:
         kept = Attempt(work, extra, derive(work, source=start, extra=extra))
     else:
-        kept, tried = derive_checked(work, source=start, extra=extra, attempts=attempts, say=click.echo)
+        kept, tried = derive_checked(
+            work, source=start, extra=extra, attempts=attempts, heads=n_heads, say=click.echo
+        )
     model_dir = kept.model
     if no_install:
         click.echo(f"derived model: {model_dir}")
         return
-    info = derived_info(kept.work, start, extra=kept.extra)
+    info = derived_info(kept.work, start, extra=kept.extra, head=kept.head)
     if tried:
-        info["val_checks"] = [{"work": str(a.work), **a.check} for a in tried]
+        info["val_checks"] = [{"work": str(a.work), "head": a.head, **a.check} for a in tried]
     install_default(model_dir, target, info=info, force=force)
     click.echo(f"derived model: {model_dir}, installed as the default: {target}")
+    if not keep_work:
+        freed = remove_phases([work, *(a.work for a in tried)])
+        click.echo(f"removed the phases in {work} ({freed / 1e6:.0f} MB; --keep-work keeps them)")
 
 
 # ---------------------------------------------------------------------------------------------

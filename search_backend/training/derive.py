@@ -17,7 +17,11 @@ short training phases, so it is derived here instead of shipped as a second copy
    training seed 1 (and of seed 2), the head learnt nothing (README, *Benchmark*).
 
 :func:`derive` runs the phases into a work folder (each resumes from its checkpoint, a finished
-one is kept); :func:`install_default` then moves the result into ``$XMR_HOME/models/default``,
+one is kept). The head phases' outcome swings from run to run on the same first phase (bf16 draws:
+val rr - be t2i +10.0 and +18.0 from one first phase, README, *Benchmark*), so
+:func:`derive_heads` trains :data:`HEADS` heads from the one first phase, in parallel processes
+of a core each, and :func:`derive_checked` keeps the one the val check scores best.
+:func:`install_default` then moves the result into ``$XMR_HOME/models/default``,
 which ``--model default``, the demo, the workers and the service use. ``DERIVED.json`` beside its
 weights records the equivalent ``xmr train`` commands, the source model's and the result's
 sha256. Under one torch thread on the same CPU the recipe reproduces its weights byte for byte.
@@ -38,15 +42,18 @@ from search_backend.checksums import file_checksum
 __all__ = [
     "CHECK_MIN_GAIN",
     "DERIVED_INFO",
+    "HEADS",
     "RELATION_RECIPE",
     "Attempt",
     "Phase",
     "check_derived",
     "derive",
     "derive_checked",
+    "derive_heads",
     "derived_info",
     "install_default",
     "recipe_commands",
+    "remove_phases",
     "source_model",
 ]
 
@@ -54,6 +61,11 @@ DERIVED_INFO = "DERIVED.json"
 CHECK_MIN_GAIN = 5.0
 """R@1 points (t2i) by which a derivation's reranker must beat its bi-encoder on the val check."""
 CHECK_SIZE, CHECK_QUERIES = 500, 200
+HEADS = 2
+"""Relation heads a derivation trains from its one first phase (``head0`` in WORK, ``headK`` in
+``WORK/headK``), in parallel on a core each; the val check keeps the best."""
+SHARED_PHASES = 1
+"""The recipe's first phases, trained once and shared by every head."""
 _RECIPE_FILE = "RECIPE.json"
 _WEIGHTS = "model.safetensors"
 
@@ -113,25 +125,43 @@ RELATION_RECIPE: tuple[Phase, ...] = (
 """The relation phase from the shipped model (README, *Benchmark*); seed 0."""
 
 
-def _plan(
-    source: Path, work: Path, recipe: Sequence[Phase], extra: Sequence[str]
-) -> list[tuple[Phase, Path, list[str]]]:
-    """Each phase with its folder and its full ``--set`` list (``init_from`` first)."""
-    plan: list[tuple[Phase, Path, list[str]]] = []
+def _seed(extra: Sequence[str]) -> int:
+    """The seed that ``extra`` sets (the last ``seed=N``), else 0."""
+    seeds = [a.split("=", 1)[1] for a in extra if a.startswith("seed=")]
+    return int(seeds[-1]) if seeds else 0
+
+
+_Plan = list[tuple[Phase, Path, list[str]]]
+
+
+def _plan(source: Path, work: Path, recipe: Sequence[Phase], extra: Sequence[str], head: int = 0) -> _Plan:
+    """Each phase with its folder and its full ``--set`` list (``init_from`` first). Head ``head``
+    > 0 shares the first :data:`SHARED_PHASES` with head 0 and trains the others in
+    ``WORK/head{head}`` under ``extra``'s seed plus ``head``."""
+    plan: _Plan = []
     previous = source
-    for phase in recipe:
-        out = work / phase.name
-        plan.append((phase, out, [f"init_from={previous}", *phase.settings, *extra]))
+    for i, phase in enumerate(recipe):
+        own = head > 0 and i >= SHARED_PHASES
+        out = (work / f"head{head}" if own else work) / phase.name
+        settings = [f"init_from={previous}", *phase.settings, *extra]
+        if own:
+            settings.append(f"seed={_seed(extra) + head}")
+        plan.append((phase, out, settings))
         previous = out
     return plan
 
 
 def recipe_commands(
-    source: str | Path, work: str | Path, recipe: Sequence[Phase] = RELATION_RECIPE, extra: Sequence[str] = ()
+    source: str | Path,
+    work: str | Path,
+    recipe: Sequence[Phase] = RELATION_RECIPE,
+    extra: Sequence[str] = (),
+    head: int = 0,
 ) -> list[str]:
-    """The ``xmr train`` command lines that :func:`derive` runs (what ``DERIVED.json`` records)."""
+    """The ``xmr train`` command lines that :func:`derive` runs for ``head`` (what ``DERIVED.json``
+    records)."""
     lines = []
-    for phase, out, settings in _plan(Path(source), Path(work), recipe, extra):
+    for phase, out, settings in _plan(Path(source), Path(work), recipe, extra, head):
         sets = " ".join(f"--set {s}" for s in settings)
         lines.append(f"xmr train --setup {phase.setup} --out {out} --seed 0 {sets}")
     return lines
@@ -166,6 +196,88 @@ def source_model(source: str | Path | None = None) -> Path:
     return path
 
 
+def _run_phases(plan: _Plan, progress: bool) -> None:
+    """Train each phase of ``plan`` in turn; a finished one is kept, an interrupted one resumes."""
+    from search_backend.training.recipes import default_recipe, with_overrides
+    from search_backend.training.trainer import finished, train
+
+    for phase, out, settings in plan:
+        if finished(out):
+            continue
+        cfg = with_overrides(default_recipe(phase.setup, seed=0), settings)
+        train(cfg, out, resume=True, progress=progress)
+
+
+def _use_threads(threads: int) -> None:
+    """A worker process's torch threads (its share of the cores)."""
+    import os
+
+    import torch
+
+    os.environ["XMR_THREADS"] = str(threads)  # train() reads the thread count from the settings
+    torch.set_num_threads(threads)
+
+
+def _in_parallel(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], threads: int) -> list[Any]:
+    """``fn(*job)`` for each job: in worker processes sharing ``threads`` cores when there are two
+    jobs or more and two cores or more (a core each: two bf16 head phases on one core each ran
+    about as fast as one on both), else one after another here."""
+    if len(jobs) < 2 or threads < 2:
+        return [fn(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(len(jobs), threads)
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_use_threads,
+        initargs=(max(1, threads // workers),),
+    ) as pool:
+        return list(pool.map(fn, *zip(*jobs, strict=True)))
+
+
+def _threads(threads: int | None) -> int:
+    import torch
+
+    return int(threads or torch.get_num_threads())
+
+
+def derive_heads(
+    work: str | Path,
+    *,
+    source: str | Path | None = None,
+    recipe: Sequence[Phase] = RELATION_RECIPE,
+    extra: Sequence[str] = (),
+    heads: int = 1,
+    threads: int | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Run ``recipe``'s phases from ``source`` (default: the shipped model) into ``work``: its first
+    phase once, then the others for each of ``heads`` heads (head 0 in ``work``, head K in
+    ``work/headK`` under the seed plus K), in parallel on ``threads`` cores (default: torch's).
+
+    A phase whose folder already holds its finished model is kept; an interrupted one resumes
+    from its checkpoint. ``extra`` ``KEY=VALUE`` settings are added to every phase (for a quick
+    trial: ``steps=50``). Returns each head's last folder.
+    """
+    source = source_model(source)
+    work = Path(work)
+    if not recipe:
+        raise ValueError("a recipe needs at least one phase")
+    if heads < 1:
+        raise ValueError("heads must be at least 1")
+    _check_work(work, recipe_commands(source, work, recipe, extra))
+    plans = [_plan(source, work, recipe, extra, head) for head in range(heads)]
+    if heads == 1:
+        _run_phases(plans[0], progress)
+    else:
+        _run_phases(plans[0][:SHARED_PHASES], progress)
+        jobs = [(plan[SHARED_PHASES:], progress and head == 0) for head, plan in enumerate(plans)]
+        _in_parallel(_run_phases, jobs, _threads(threads))
+    return [plan[-1][1] for plan in plans]
+
+
 def derive(
     work: str | Path,
     *,
@@ -174,27 +286,9 @@ def derive(
     extra: Sequence[str] = (),
     progress: bool = True,
 ) -> Path:
-    """Run ``recipe``'s phases from ``source`` (default: the shipped model) into ``work``.
-
-    A phase whose folder already holds its finished model is kept; an interrupted one resumes
-    from its checkpoint. ``extra`` ``KEY=VALUE`` settings are added to every phase (for a quick
-    trial: ``steps=50``). Returns the last phase's folder.
-    """
-    from search_backend.training.recipes import default_recipe, with_overrides
-    from search_backend.training.trainer import finished, train
-
-    source = source_model(source)
-    work = Path(work)
-    if not recipe:
-        raise ValueError("a recipe needs at least one phase")
-    _check_work(work, recipe_commands(source, work, recipe, extra))
-    out = work
-    for phase, out, settings in _plan(source, work, recipe, extra):
-        if finished(out):
-            continue
-        cfg = with_overrides(default_recipe(phase.setup, seed=0), settings)
-        train(cfg, out, resume=True, progress=progress)
-    return out
+    """:func:`derive_heads` with one head: ``recipe``'s phases from ``source`` into ``work``.
+    Returns the last phase's folder."""
+    return derive_heads(work, source=source, recipe=recipe, extra=extra, progress=progress)[0]
 
 
 def check_derived(
@@ -227,10 +321,18 @@ class Attempt:
     extra: list[str]
     model: Path
     check: dict[str, Any] = field(default_factory=dict)
+    head: int = 0
 
     @property
     def gain(self) -> float:
+        """rr - be R@1 t2i on val: what the line is drawn on."""
         return float(self.check.get("gain", {}).get("t2i", float("-inf")))
+
+    @property
+    def score(self) -> float:
+        """rr - be R@1 t2i plus i2t on val: how the heads of one derivation are ranked."""
+        gains = self.check.get("gain", {})
+        return float(gains.get("t2i", float("-inf"))) + float(gains.get("i2t", float("-inf")))
 
 
 def derive_checked(
@@ -239,33 +341,44 @@ def derive_checked(
     source: str | Path | None = None,
     extra: Sequence[str] = (),
     attempts: int = 1,
+    heads: int = 1,
     min_gain: float = CHECK_MIN_GAIN,
     check: Callable[[Path], dict[str, Any]] = check_derived,
+    threads: int | None = None,
     progress: bool = True,
     say: Callable[[str], None] = print,
 ) -> tuple[Attempt, list[Attempt]]:
-    """:func:`derive`, then :func:`check_derived` on val; a model whose reranker gains less than
+    """:func:`derive_heads`, then :func:`check_derived` on val of each head (in parallel, like the
+    heads), and the head of the best t2i + i2t gain kept; one whose reranker gains less than
     ``min_gain`` t2i R@1 there is derived again under the next seed (in ``WORK/retryK``, under the
     seed ``extra`` gives, default 0, plus K), up to ``attempts`` derivations. Returns the one kept
-    (the first that passes, else the best gain) and all of them."""
+    (the first that passes, else the best gain) and every head checked."""
     if attempts < 1:
         raise ValueError("attempts must be at least 1")
     work = Path(work)
     tried: list[Attempt] = []
-    seeds = [a.split("=", 1)[1] for a in extra if a.startswith("seed=")]
-    first_seed = int(seeds[-1]) if seeds else 0
+    first_seed = _seed(extra)
     for k in range(attempts):
         folder = work if k == 0 else work / f"retry{k}"
         settings = [*extra] if k == 0 else [*extra, f"seed={first_seed + k}"]
-        model_dir = derive(folder, source=source, extra=settings, progress=progress)
-        attempt = Attempt(folder, settings, model_dir, check(model_dir))
-        tried.append(attempt)
-        gains = attempt.check.get("gain", {})
-        verdict = "kept" if attempt.gain >= min_gain else "below the line"
-        say(
-            f"val check of {model_dir}: rr - be R@1 t2i {gains.get('t2i')}, i2t {gains.get('i2t')}"
-            f" (line: t2i +{min_gain:g}; {verdict})"
+        models = derive_heads(
+            folder, source=source, extra=settings, heads=heads, threads=threads, progress=progress
         )
+        checks = _in_parallel(check, [(m,) for m in models], _threads(threads))
+        heads_tried = [
+            Attempt(folder, settings, m, c, head)
+            for head, (m, c) in enumerate(zip(models, checks, strict=True))
+        ]
+        tried.extend(heads_tried)
+        attempt = max(heads_tried, key=lambda a: a.score)
+        verdict = "kept" if attempt.gain >= min_gain else "below the line"
+        for a in heads_tried:
+            gains = a.check.get("gain", {})
+            chosen = f"; {verdict}" if a is attempt else (" (not kept)" if len(heads_tried) > 1 else "")
+            say(
+                f"val check of {a.model}: rr - be R@1 t2i {gains.get('t2i')}, i2t {gains.get('i2t')}"
+                f" (line: t2i +{min_gain:g}{chosen})"
+            )
         if attempt.gain >= min_gain:
             return attempt, tried
     best = max(tried, key=lambda a: a.gain)
@@ -277,10 +390,10 @@ def derive_checked(
     return best, tried
 
 
-def _training_seconds(work: Path, recipe: Sequence[Phase]) -> float:
+def _training_seconds(plan: _Plan) -> float:
     total = 0.0
-    for phase in recipe:
-        info = work / phase.name / "training.json"
+    for _phase, out, _settings in plan:
+        info = out / "training.json"
         if info.is_file():
             total += float(json.loads(info.read_text()).get("seconds", 0.0))
     return round(total, 1)
@@ -317,18 +430,48 @@ def install_default(
     return target
 
 
+def remove_phases(works: Sequence[str | Path], recipe: Sequence[Phase] = RELATION_RECIPE) -> int:
+    """Remove what :func:`derive_heads` wrote in each of ``works`` (its phase folders, its heads'
+    ``headK`` folders and its record), then each folder left empty; anything else there is kept.
+    Returns the bytes freed.
+
+    The installed default is a whole copy, so after :func:`install_default` the phases (fp32
+    weights, about 100 MB each) serve only to re-derive without training again.
+    """
+    freed = 0
+    folders = {Path(w) for w in works}
+    folders |= {h for w in list(folders) if w.is_dir() for h in w.glob("head*") if h.is_dir()}
+    for work in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        for path in [work / phase.name for phase in recipe] + [work / _RECIPE_FILE]:
+            if path.is_dir():
+                freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+                shutil.rmtree(path)
+            elif path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+        if work.is_dir() and not any(work.iterdir()):
+            work.rmdir()
+    return freed
+
+
 def derived_info(
-    work: str | Path, source: str | Path, recipe: Sequence[Phase] = RELATION_RECIPE, extra: Sequence[str] = ()
+    work: str | Path,
+    source: str | Path,
+    recipe: Sequence[Phase] = RELATION_RECIPE,
+    extra: Sequence[str] = (),
+    head: int = 0,
 ) -> dict[str, Any]:
-    """What ``DERIVED.json`` records: the commands, the source weights' sha256, training seconds."""
+    """What ``DERIVED.json`` records of ``head``: its commands, the source weights' sha256, the
+    training seconds of its phases."""
     import torch
 
     source, work = Path(source).resolve(), Path(work)
     return {
-        "commands": recipe_commands(source, work, recipe, extra),
+        "commands": recipe_commands(source, work, recipe, extra, head),
+        "head": head,
         "source": str(source),
         "source_sha256": file_checksum(source / _WEIGHTS),
-        "training_seconds": _training_seconds(work, recipe),
+        "training_seconds": _training_seconds(_plan(source, work, recipe, extra, head)),
         "torch_threads": torch.get_num_threads(),
         "derived_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

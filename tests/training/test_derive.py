@@ -19,6 +19,7 @@ from search_backend.training.derive import (
     check_derived,
     derive,
     derive_checked,
+    derive_heads,
     derived_info,
     install_default,
     recipe_commands,
@@ -64,6 +65,25 @@ def test_each_phase_grows_its_module_and_the_head_trains_alone(source: Path, tmp
     mirror = _weights(tmp_path / "work" / "mirror")
     assert set(mirror) == set(model) and any(not np.array_equal(mirror[k], model[k]) for k in head)
     assert np.abs(model["relation.score.weight"]).max() > 0
+
+
+def test_heads_share_the_first_phase_and_train_in_parallel_under_their_own_seeds(
+    source: Path, tmp_path: Path
+) -> None:
+    work = tmp_path / "work"
+    finals = derive_heads(work, source=source, extra=QUICK, heads=2, threads=2, progress=False)
+    assert finals == [work / "model", work / "head1" / "model"]
+    assert not (work / "head1" / "base").exists()  # the first phase is trained once
+    a, b = _weights(finals[0]), _weights(finals[1])
+    assert all(np.array_equal(a[k], b[k]) for k in a if not k.startswith("relation."))
+    assert any(not np.array_equal(a[k], b[k]) for k in a if k.startswith("relation."))
+    head1 = recipe_commands(source.resolve(), work, extra=QUICK, head=1)
+    assert head1[0] == recipe_commands(source.resolve(), work, extra=QUICK)[0]
+    assert f"--out {work / 'head1' / 'mirror'}" in head1[1] and f"init_from={work / 'base'}" in head1[1]
+    assert head1[1].endswith("--set seed=1") and f"init_from={work / 'head1' / 'mirror'}" in head1[2]
+    assert derived_info(work, source, extra=QUICK, head=1)["commands"] == head1
+    with pytest.raises(ValueError, match="heads"):
+        derive_heads(work, source=source, extra=QUICK, heads=0)
 
 
 def test_a_finished_phase_is_kept_and_another_recipe_is_refused(source: Path, tmp_path: Path) -> None:
@@ -190,9 +210,19 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     assert out.exit_code == 0, out.output
     target = tmp_path / "home" / "models" / "default"
     assert (target / DERIVED_INFO).is_file() and "installed as the default" in out.output
-    assert "val check of" in out.output
-    (checked,) = json.loads((target / DERIVED_INFO).read_text())["val_checks"]
-    assert checked["split"] == "val" and set(checked["gain"]) == {"t2i", "i2t"}
+    record = json.loads((target / DERIVED_INFO).read_text())
+    checked = record["val_checks"]  # two heads (the default), each checked; the best kept
+    assert [c["head"] for c in checked] == [0, 1] and out.output.count("val check of") == 2
+    assert all(c["split"] == "val" and set(c["gain"]) == {"t2i", "i2t"} for c in checked)
+    score = [c["gain"]["t2i"] + c["gain"]["i2t"] for c in checked]
+    assert record["head"] == int(score[1] > score[0])
+    work = tmp_path / "home" / "derive" / "relation"
+    assert "removed the phases" in out.output and not work.exists()  # the default is a whole copy
+    kept = runner.invoke(
+        xmr, ["model", "derive", "--from", str(source), "--force", "--keep-work", "--no-check", *quick]
+    )
+    assert kept.exit_code == 0, kept.output
+    assert all((work / phase.name / "model.safetensors").is_file() for phase in RELATION_RECIPE)
     again = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--if-missing", *quick])
     assert again.exit_code == 0 and f"default model: {target}" in again.output
     refused = runner.invoke(xmr, ["model", "derive", "--from", str(source), *quick])
@@ -200,6 +230,23 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     monkeypatch.setenv("XMR_SHIPPED_MODEL", "false")
     skipped = runner.invoke(xmr, ["model", "derive", "--if-missing"])
     assert skipped.exit_code == 0 and "no shipped model" in skipped.output
+
+
+def test_removing_the_phases_keeps_anything_else_in_the_folder(tmp_path: Path) -> None:
+    from search_backend.training.derive import remove_phases
+
+    work, retry = tmp_path / "w", tmp_path / "w" / "retry1"
+    for folder in (work, retry):
+        for phase in RELATION_RECIPE:
+            (folder / phase.name).mkdir(parents=True)
+            (folder / phase.name / "model.safetensors").write_bytes(b"x" * 10)
+        (folder / "RECIPE.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    assert remove_phases([tmp_path / "empty"]) == 0 and not (tmp_path / "empty").exists()
+    (work / "notes.txt").write_text("the user's")
+    freed = remove_phases([work, retry])
+    assert freed == 2 * (10 * len(RELATION_RECIPE) + 2)
+    assert sorted(p.name for p in work.iterdir()) == ["notes.txt"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
