@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # The first `make demo` also derives the default model (`xmr model derive --if-missing`: the
-# relation phase from the shipped model, about 15 minutes on 2 cores, once; README, Two commands);
+# relation phase from the shipped model, about 16 minutes on 2 cores, once; README, Two commands);
 # `make demo DERIVE=0` skips that and searches with the shipped model.
 DERIVE ?= 1
 demo: install
@@ -30,9 +30,10 @@ endif
 
 # The reranker that beats its bi-encoder (README, Benchmark: the relation phase), derived from the
 # shipped model by `xmr model derive` (search_backend/training/derive.py holds the recipe):
-# `make default-model` trains it on one thread (18-30 minutes, once) and installs it as
-# $XMR_HOME/models/default, which the demo, `--model default`, the workers and the service then use
-# (`make demo` derives it the same way on every core);
+# `make default-model` trains it on one thread (about 30 minutes, once: its two relation heads one
+# after the other) and installs it as $XMR_HOME/models/default, which the demo, `--model default`,
+# the workers and the service then use (`make demo` derives it the same way on every core, the two
+# heads side by side);
 # `make relation-model` trains the same phases into RELATION_DIR only. XMR_THREADS=1 on a float32-only
 # CPU reproduced the earlier two-phase recipe's r9 weights byte for byte.
 RELATION_DIR ?= .work/relation

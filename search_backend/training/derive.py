@@ -374,10 +374,10 @@ def derive_checked(
         verdict = "kept" if attempt.gain >= min_gain else "below the line"
         for a in heads_tried:
             gains = a.check.get("gain", {})
-            chosen = f"; {verdict}" if a is attempt else (" (not kept)" if len(heads_tried) > 1 else "")
+            chosen = verdict if a is attempt else "another head kept"
             say(
                 f"val check of {a.model}: rr - be R@1 t2i {gains.get('t2i')}, i2t {gains.get('i2t')}"
-                f" (line: t2i +{min_gain:g}{chosen})"
+                f" (line: t2i +{min_gain:g}; {chosen})"
             )
         if attempt.gain >= min_gain:
             return attempt, tried
