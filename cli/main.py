@@ -516,6 +516,7 @@ def model_derive(
     from search_backend.runtime import configure_torch
     from search_backend.training.derive import (
         HEADS,
+        SHARED_PHASES,
         Attempt,
         derive,
         derive_checked,
@@ -540,8 +541,12 @@ def model_derive(
     start = source_model(source)
     work = work or settings.home / "derive" / "relation"
     extra = list(assignments)
-    if print_only:
-        click.echo("\n".join(recipe_commands(start, work, extra=extra)))
+    n_heads = 1 if no_check else heads or HEADS
+    if print_only:  # head 0's phases, then each other head's own (it shares the first)
+        lines = recipe_commands(start, work, extra=extra)
+        for head in range(1, n_heads):
+            lines += recipe_commands(start, work, extra=extra, head=head)[SHARED_PHASES:]
+        click.echo("\n".join(lines))
         return
     if not no_install and target.exists() and not force:
         if if_missing:
@@ -549,7 +554,6 @@ def model_derive(
             return
         raise click.UsageError(f"{target} already holds a model: --force replaces it, --if-missing keeps it")
     configure_torch(settings)
-    n_heads = 1 if no_check else heads or HEADS
     click.echo(
         f"deriving the default model from {start} in {work} ({n_heads} relation head"
         f"{'s' if n_heads > 1 else ''}; once; an interrupted run resumes)"

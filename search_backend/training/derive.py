@@ -44,6 +44,7 @@ __all__ = [
     "DERIVED_INFO",
     "HEADS",
     "RELATION_RECIPE",
+    "SHARED_PHASES",
     "Attempt",
     "Phase",
     "check_derived",

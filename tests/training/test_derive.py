@@ -203,8 +203,9 @@ def test_cli_derives_installs_and_then_keeps_the_default(
     printed = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--print", *quick])
     assert printed.exit_code == 0, printed.output
     lines = printed.output.strip().splitlines()
-    assert len(lines) == len(RELATION_RECIPE) and lines[0].startswith("xmr train --setup joint")
+    assert len(lines) == 2 * len(RELATION_RECIPE) - 1 and lines[0].startswith("xmr train --setup joint")
     assert str(tmp_path / "home" / "derive" / "relation" / "base") in lines[0]
+    assert all("head1" in line for line in lines[len(RELATION_RECIPE) :])  # head 1's own phases
     assert not (tmp_path / "home" / "models").exists()
     out = runner.invoke(xmr, ["model", "derive", "--from", str(source), "--attempts", "1", *quick])
     assert out.exit_code == 0, out.output
