@@ -485,7 +485,7 @@ def model_ship(model_dir: Path, command: str) -> None:
 @click.option(
     "--keep-work",
     is_flag=True,
-    help="Keep the phases in WORK after installing (by default removed: about 300 MB of fp32 weights).",
+    help="Keep the phases in WORK after installing (by default removed: about 500 MB of fp32 weights).",
 )
 @handle_errors
 def model_derive(
@@ -503,7 +503,7 @@ def model_derive(
 ) -> None:
     """Derive the default model: the relation phase (README, Benchmark) from the shipped model.
 
-    About 15 minutes on two cores (the first make demo runs it); XMR_THREADS=1 on a float32-only
+    About 17 minutes on two bf16 cores (the first make demo runs it); XMR_THREADS=1 on a float32-only
     CPU reproduced the earlier two-phase recipe's r9 weights byte for byte.
     The result goes to $XMR_HOME/models/default (what --model default names) unless --no-install;
     then the phases in WORK are removed (--keep-work keeps them).
