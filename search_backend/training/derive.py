@@ -210,13 +210,14 @@ def _run_phases(plan: _Plan, progress: bool) -> None:
 
 
 def _use_threads(threads: int) -> None:
-    """A worker process's torch threads (its share of the cores)."""
+    """A worker process's torch threads (its share of the cores), set through the settings, which
+    train() reads them from too."""
     import os
 
-    import torch
+    from search_backend.runtime import configure_torch
 
-    os.environ["XMR_THREADS"] = str(threads)  # train() reads the thread count from the settings
-    torch.set_num_threads(threads)
+    os.environ["XMR_THREADS"] = str(threads)
+    configure_torch()
 
 
 def _in_parallel(fn: Callable[..., Any], jobs: Sequence[tuple[Any, ...]], threads: int) -> list[Any]:
