@@ -21,7 +21,7 @@ def model_image_size(model: object) -> int:
 
 
 def shapes_corpus(
-    split: str, size: int, seed: int, *, image_size: int = 64, lang: str | Sequence[str] = "en"
+    split: str, size: int, seed: int, *, image_size: int = SHAPES_IMAGE_SIZE, lang: str | Sequence[str] = "en"
 ) -> EvalCorpus:
     """The shapes ``split`` with its captions in ``lang`` (same scenes and images in every language);
     several languages (``("en", "de")``, ``"en,de"``, ``"all"``): every image has all their captions."""
