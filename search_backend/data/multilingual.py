@@ -7,7 +7,7 @@ images, so a language subset changes only the captions an item can be paired wit
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from search_backend.data.grammars import LANGS, parse_langs
@@ -16,17 +16,11 @@ if TYPE_CHECKING:
     from search_backend.data.shapes import ShapesItem
 
 __all__ = [
-    "ENGLISH_ONLY_SETTINGS",
     "LANGS",
-    "check_langs_settings",
     "parse_langs",
     "shapes_items",
     "training_captions",
 ]
-
-ENGLISH_ONLY_SETTINGS: tuple[str, ...] = ("text_hard_rate", "ground_weight")
-"""Training settings that read or write English caption words (``shapes.contrast_caption`` builds
-English negatives; the grounding loss finds object mentions by their English words)."""
 
 
 def shapes_items(
@@ -66,18 +60,3 @@ def training_captions(items: Sequence[ShapesItem], langs: str | Sequence[str]) -
             )
         out.append(captions)
     return out
-
-
-def check_langs_settings(langs: str | Sequence[str], settings: Mapping[str, object]) -> tuple[str, ...]:
-    """``parse_langs(langs)``, or a ValueError if a non-English language meets a setting of
-    :data:`ENGLISH_ONLY_SETTINGS` that is switched on (``settings``: field name -> value)."""
-    chosen = parse_langs(langs)
-    if chosen == ("en",):
-        return chosen
-    on = [name for name in ENGLISH_ONLY_SETTINGS if settings.get(name)]
-    if on:
-        raise ValueError(
-            f"langs={','.join(chosen)}: {', '.join(on)} only work on English captions; "
-            "set them to 0 or train with langs=en"
-        )
-    return chosen

@@ -392,15 +392,17 @@ def mirror_axis(scene: Scene) -> str | None:
     return axis
 
 
-def contrast_caption(scene: Scene, rng: np.random.Generator) -> str | None:
+def contrast_caption(scene: Scene, rng: np.random.Generator, lang: str = "en") -> str | None:
     """A caption of a *different* scene built from the same words: a hard text negative.
 
     Either the two objects of a relation trade places (``A left of B`` -> ``B left of A``) or two
     objects trade colours. Word order / binding is the only difference, so a model must read
     structure to tell it from a true caption (NegCLIP-style). ``None`` if every swap gives back an
-    equivalent scene.
+    equivalent scene. ``lang``: the language of the caption (its grammar writes it).
     """
     from dataclasses import replace
+
+    from search_backend.data.grammars import caption_function
 
     options: list[Scene] = []
     for i, _rel, j in scene.relations:
@@ -416,7 +418,7 @@ def contrast_caption(scene: Scene, rng: np.random.Generator) -> str | None:
     if not options:
         return None
     chosen = options[int(rng.integers(len(options)))]
-    return scene_captions(chosen, 1, rng)[0]
+    return caption_function(lang)(chosen, 1, rng)[0]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -244,9 +244,9 @@ class TrainConfig:
             raise ValueError("val_queries must be >= 1, val_size >= 2 and log_every >= 1")
         check_select(self.select)
         if not self.manifest:
-            from search_backend.data.multilingual import check_langs_settings
+            from search_backend.data.grammars import parse_langs
 
-            check_langs_settings(self.langs or "en", config_json(self))
+            parse_langs(self.langs or "en")
         check_choice("device", self.device, DEVICES)
         self.check_init()
 

@@ -185,6 +185,7 @@ class ShapesPool:
         self.captions = [it.captions for it in items]
         self.groups = np.array([it.group for it in items], dtype=np.int64)
         self.scenes: list[Scene] | None = [it.scene for it in items]
+        self.caption_langs = [it.langs or ("en",) * len(it.captions) for it in items]
         self._members = group_members(self.groups)
 
     def __len__(self) -> int:
@@ -195,6 +196,11 @@ class ShapesPool:
 
     def source(self, i: int) -> str:
         return f"shapes train #{i}"
+
+    def caption_lang(self, i: int, caption: str) -> str:
+        """The language of ``caption``, one of item ``i``'s captions (English if it is not one)."""
+        captions = self.captions[i]
+        return self.caption_langs[i][captions.index(caption)] if caption in captions else "en"
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> np.ndarray:
         """Indices of ``batch_size`` scenes made of whole distractor groups, in random order."""

@@ -18,8 +18,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from search_backend.data.shapes import COLOURS, SHAPES, SIZE_WORDS
-
 if TYPE_CHECKING:
     import torch
 
@@ -34,27 +32,48 @@ __all__ = [
     "mentions",
 ]
 
-_SIZE_OF = {word: size for size, words in SIZE_WORDS.items() for word in words}
-_MENTION = re.compile(
-    r"\b(?:(" + "|".join(_SIZE_OF) + r") )?(" + "|".join(COLOURS) + r") (" + "|".join(SHAPES) + r")\b"
-)
+_WORD = re.compile(r"\w+")
 
 
 def mentions(caption: str, scene: Scene) -> list[tuple[int, int, int]]:
     """Object mentions in ``caption``: (first char, end char, index of the object in ``scene``).
 
-    A mention is ``[size] colour shape``; one that fits no object, or several, is left out.
+    A mention is a run of size, colour and shape words with only spaces between them (any
+    language with a grammar, in its own word order and inflection: ``small red circle``, ``petit
+    cercle rouge``, ``kleinen roten Kreis``), holding one colour, one shape and at most one size;
+    one that fits no object, or several, is left out.
     """
+    from search_backend.data.grammars import word_meanings
+
+    meanings = word_meanings()
+    runs: list[list[re.Match[str]]] = []
+    for m in _WORD.finditer(caption):
+        if m.group().lower() not in meanings:
+            continue
+        if runs and caption[runs[-1][-1].end() : m.start()].isspace():
+            runs[-1].append(m)
+        else:
+            runs.append([m])
     found: list[tuple[int, int, int]] = []
-    for m in _MENTION.finditer(caption):
-        size = _SIZE_OF.get(m.group(1) or "")
+    for run in runs:
+        slots: dict[str, list[str]] = {}
+        for m in run:
+            slot, value = meanings[m.group().lower()]
+            slots.setdefault(slot, []).append(value)
+        if (
+            len(slots.get("colour", ())) != 1
+            or len(slots.get("shape", ())) != 1
+            or len(slots.get("size", ())) > 1
+        ):
+            continue
+        size = slots.get("size", [None])[0]
         fits = [
             k
             for k, o in enumerate(scene.objects)
-            if o.colour == m.group(2) and o.shape == m.group(3) and (size is None or o.size == size)
+            if o.colour == slots["colour"][0] and o.shape == slots["shape"][0] and size in (None, o.size)
         ]
         if len(fits) == 1:
-            found.append((m.start(), m.end(), fits[0]))
+            found.append((run[0].start(), run[-1].end(), fits[0]))
     return found
 
 

@@ -77,7 +77,9 @@ def cross_pairs(
     neg_caption_rows = np.where(swap_image, rows, neg_txt)
     neg_captions = [captions[int(r)] for r in neg_caption_rows]
     if cfg.text_hard_rate > 0:
-        _contrast_captions(neg_captions, cfg.text_hard_rate, rng, pool, idx, swap_image, neg_caption_rows)
+        _contrast_captions(
+            neg_captions, captions, cfg.text_hard_rate, rng, pool, idx, swap_image, neg_caption_rows
+        )
     neg_rows = np.where(swap_image, neg_img, rows)
     neg_pixels = pixels[neg_rows]  # a copy: rows below are edited in place
     custom = np.zeros(len(idx), dtype=bool)
@@ -134,6 +136,7 @@ def cross_lists(
 
 def _contrast_captions(
     neg_captions: list[str],
+    captions: list[str],
     rate: float,
     rng: np.random.Generator,
     pool: TrainingPool,
@@ -141,11 +144,16 @@ def _contrast_captions(
     swap_image: np.ndarray,
     caption_rows: np.ndarray,
 ) -> None:
+    """Replace a share ``rate`` of the wrong-caption rows' negatives by a contrast caption of the
+    row's scene, in the language of the row's own caption."""
     from search_backend.data.shapes import contrast_caption
 
+    lang_of = getattr(pool, "caption_lang", None)
     for i in range(len(idx)):
         if not swap_image[i] and rng.random() < rate:
-            contrast = contrast_caption(_scenes(pool)[int(idx[i])], rng)
+            row = int(idx[i])
+            lang = lang_of(row, captions[i]) if lang_of is not None else "en"
+            contrast = contrast_caption(_scenes(pool)[row], rng, lang)
             if contrast is not None:
                 neg_captions[i] = contrast
                 caption_rows[i] = -1

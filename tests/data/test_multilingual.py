@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from search_backend.data.multilingual import check_langs_settings, shapes_items, training_captions
+from search_backend.data.multilingual import shapes_items, training_captions
 from search_backend.data.shapes import make_shapes
 
 
@@ -26,13 +28,40 @@ def test_language_subsets() -> None:
         training_captions(items, "fr")
 
 
-def test_english_only_settings_are_refused_for_other_languages() -> None:
-    assert check_langs_settings("en", {"text_hard_rate": 0.5, "ground_weight": 1.0}) == ("en",)
-    assert check_langs_settings("all", {"text_hard_rate": 0.0}) == ("en", "de", "fr", "cs")
-    with pytest.raises(ValueError, match="text_hard_rate only work on English captions"):
-        check_langs_settings("en,de", {"text_hard_rate": 0.5})
+@pytest.mark.parametrize("lang", ["de", "fr", "cs"])
+def test_contrast_captions_are_in_the_rows_language_and_name_the_scenes_things(lang: str) -> None:
+    """The hard text negatives of a caption in ``lang``: that grammar's words, the scene's colours
+    and shapes (by their meaning), and a caption of no scene the row shows."""
+    from importlib import import_module
+
+    import numpy as np
+
+    from search_backend.data.grammars import word_meanings
+    from search_backend.data.shapes import contrast_caption
+
+    vocabulary = {w.lower() for w in import_module(f"search_backend.data.grammars.{lang}").vocabulary()}
+    meanings = word_meanings()
+    rng = np.random.default_rng(0)
+    seen = 0
+    for item in shapes_items("train", 30, 0, langs=lang, image_size=16):
+        caption = contrast_caption(item.scene, rng, lang)
+        if caption is None:
+            continue
+        seen += 1
+        assert caption not in item.captions
+        words = [w.lower() for w in re.split(r"[\s,']+", caption) if w]
+        assert set(words) <= vocabulary, caption
+        named = {meanings[w][1] for w in words if meanings.get(w, ("size",))[0] != "size"}
+        assert named <= {o.colour for o in item.scene.objects} | {o.shape for o in item.scene.objects}
+    assert seen >= 25
+
+
+def test_training_accepts_every_negative_in_every_language() -> None:
+    from search_backend.training.config import TrainConfig
+
+    TrainConfig(langs="en,de", text_hard_rate=0.5, ground_weight=0.3).validate()
     with pytest.raises(ValueError, match="unknown language 'jp'"):
-        check_langs_settings("jp", {})
+        TrainConfig(langs="jp").validate()
 
 
 def test_shapes_corpus_in_several_languages() -> None:

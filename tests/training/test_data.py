@@ -104,6 +104,8 @@ def test_training_languages_choose_the_pool_captions_and_the_manifest_lines(tmp_
     both = ShapesPool(6, 0, 32, langs=("en", "de"))
     assert np.array_equal(en.pixels, both.pixels) and all(len(c) == 5 for c in en.captions)
     assert all(len(c) == 10 and c[:5] == e for c, e in zip(both.captions, en.captions, strict=True))
+    assert [both.caption_lang(0, c) for c in both.captions[0]] == ["en"] * 5 + ["de"] * 5
+    assert both.caption_lang(0, "no such caption") == "en"
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     rows = [("a cat", "en"), ("eine Katze", "de"), ("un chat", "fr"), ("a kitten", None)]
     (tmp_path / "m.jsonl").write_text(
@@ -113,7 +115,5 @@ def test_training_languages_choose_the_pool_captions_and_the_manifest_lines(tmp_
     )
     data, _ = ManifestData.read(tmp_path / "m.jsonl", image_size=8, langs=("de",))
     assert sorted(data.captions[0]) == ["a kitten", "eine Katze"]  # lines without a lang are kept
-    with pytest.raises(ValueError, match="only work on English captions"):
-        TrainConfig(langs="en,de", text_hard_rate=0.5).validate()
     with pytest.raises(ValueError, match="xx"):
         TrainConfig(langs="xx").validate()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,11 +38,48 @@ def test_mentions_resolve_to_the_one_object_they_name() -> None:
     assert mentions("a red circle above a blue square", _SCENE) == []
 
 
-def test_every_shapes_caption_grounds_every_object() -> None:
-    for item in make_shapes("train", 40, 1):
+def test_every_shapes_caption_grounds_every_object_in_every_language() -> None:
+    for item in make_shapes("train", 40, 1, langs="all"):
+        assert set(item.langs) == {"en", "de", "fr", "cs"}
         for caption in item.captions:
             named = {k for _, _, k in mentions(caption, item.scene)}
             assert named == set(range(len(item.scene.objects))), caption
+
+
+def test_mentions_in_other_word_orders_and_cases() -> None:
+    cases = {
+        "un petit cercle rouge à gauche du grand carré cyan": ["petit cercle rouge", "grand carré cyan"],
+        "der kleine rote Kreis ist links vom türkisfarbenen Quadrat": [
+            "kleine rote Kreis",
+            "türkisfarbenen Quadrat",
+        ],
+        "malý červený kruh je vlevo od azurového čtverce": ["malý červený kruh", "azurového čtverce"],
+    }
+    for caption, spans in cases.items():
+        found = mentions(caption, _SCENE)
+        assert [caption[s:e] for s, e, _ in found] == spans and [k for *_, k in found] == [0, 1]
+    # a run with two colours, or a colour and no shape, is no mention
+    assert mentions("a small red cyan circle left of a red thing", _SCENE) == []
+
+
+def test_no_grammar_word_outside_a_mention_means_an_attribute() -> None:
+    """A function word of one language that is another's colour or shape would glue mentions."""
+    from importlib import import_module
+
+    from search_backend.data.grammars import word_meanings
+
+    meanings = word_meanings()
+    for lang in ("de", "fr", "cs"):
+        module = import_module(f"search_backend.data.grammars.{lang}")
+        own = set(module.lexicon())
+        others = {w.lower() for w in module.vocabulary()} - own
+        assert not others & set(meanings), (lang, sorted(others & set(meanings)))
+    from search_backend.data.grammars import _english_lexicon
+
+    english = {
+        w.lower() for it in make_shapes("train", 60, 0) for c in it.captions for w in re.findall(r"\w+", c)
+    }
+    assert not (english - set(_english_lexicon())) & set(meanings)
 
 
 def test_targets_point_each_mention_token_at_its_objects_cell() -> None:

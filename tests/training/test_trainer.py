@@ -243,6 +243,44 @@ def test_flip_negatives_mirror_the_positive_along_its_relation(
     assert flipped >= 3
 
 
+def test_contrast_negatives_are_written_in_the_language_of_the_rows_caption(
+    tiny_backbone: Path, tiny_model_config: dict[str, int]
+) -> None:
+    import re
+    from importlib import import_module
+
+    from search_backend.data.grammars import caption_function
+    from search_backend.model.image import images_to_tensor
+    from search_backend.training.pairs import cross_pairs
+
+    langs = ("en", "de", "cs")
+    pool = TrainingPool(40, 0, image_size=32, langs=langs)
+    idx = pool.sample(np.random.default_rng(3), 24)
+    # row r reads its caption in en, de and cs by turns
+    captions = [pool.captions[int(i)][5 * (r % 3)] for r, i in enumerate(idx)]
+    pixels = images_to_tensor(pool.pixels[idx], 32)
+    cfg = _cfg(tiny_backbone, tiny_model_config, text_hard_rate=1.0, image_negative_share=0.0)
+    pairs = cross_pairs(cfg, np.random.default_rng(5), pool, idx, captions, pixels, None, None)
+    english = {w for c in pool.captions for w in re.split(r"[\s,]+", " ".join(c[:5]))}
+    vocabulary = {
+        "en": english,
+        **{g: import_module(f"search_backend.data.grammars.{g}").vocabulary() for g in langs[1:]},
+    }
+    contrasts = 0
+    for r, i in enumerate(idx):
+        if pairs.neg_caption_rows[r] != -1:
+            continue  # every swap of this scene gives it back: the drawn negative stays
+        contrasts += 1
+        lang = langs[r % 3]
+        assert pool.caption_lang(int(i), captions[r]) == lang
+        words = {w for w in re.split(r"[\s,]+", pairs.neg_captions[r]) if w}
+        assert words <= vocabulary[lang], (lang, pairs.neg_captions[r])
+        # a caption of another scene: none of this scene's own paraphrases
+        own = caption_function(lang)(pool.scenes[int(i)], 50, np.random.default_rng(0))
+        assert pairs.neg_captions[r] not in own
+    assert contrasts >= 18
+
+
 def test_swap_negatives_render_the_positive_with_two_attributes_traded(
     tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool
 ) -> None:

@@ -2,13 +2,16 @@
 
 English is ``search_backend.data.shapes.scene_captions`` itself (its output is unchanged); every
 other language has a module here with the same entry point, ``scene_captions(scene, n, rng)``,
-and ``vocabulary()`` (every word it can produce, for tests).
+``vocabulary()`` (every word it can produce, for tests) and ``lexicon()`` (every form of its size,
+colour and shape words, mapped to what it names: how training finds object mentions in a caption
+of any language, see :func:`word_meanings`).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
+from functools import cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -16,7 +19,15 @@ if TYPE_CHECKING:
 
     from search_backend.data.shapes import Scene
 
-__all__ = ["LANGS", "LANG_NAMES", "caption_function", "check_lang", "lang_seed", "parse_langs"]
+__all__ = [
+    "LANGS",
+    "LANG_NAMES",
+    "caption_function",
+    "check_lang",
+    "lang_seed",
+    "parse_langs",
+    "word_meanings",
+]
 
 LANGS: tuple[str, ...] = ("en", "de", "fr", "cs")
 """Languages with a grammar (the Multi30k set), English first."""
@@ -63,3 +74,32 @@ def caption_function(lang: str) -> CaptionFunction:
 def lang_seed(lang: str) -> int:
     """A stable number for ``lang``: its captions' random stream does not depend on other languages."""
     return zlib.crc32(lang.encode())
+
+
+def _english_lexicon() -> dict[str, tuple[str, str]]:
+    from search_backend.data.shapes import COLOURS, SHAPES, SIZE_WORDS
+
+    out = {w: ("size", size) for size, words in SIZE_WORDS.items() for w in words}
+    out.update((c, ("colour", c)) for c in COLOURS)
+    out.update((s, ("shape", s)) for s in SHAPES)
+    return out
+
+
+@cache
+def word_meanings() -> dict[str, tuple[str, str]]:
+    """Every language's size, colour and shape word forms (lower case) -> (slot, value), where
+    slot is ``size`` | ``colour`` | ``shape`` and value the English attribute (``small``, ``red``,
+    ``circle``). A form two languages share must mean the same (``triangle``, ``cyan``)."""
+    from importlib import import_module
+
+    out: dict[str, tuple[str, str]] = {}
+    for lang in LANGS:
+        words = (
+            _english_lexicon()
+            if lang == "en"
+            else import_module(f"search_backend.data.grammars.{lang}").lexicon()
+        )
+        for word, meaning in words.items():
+            if out.setdefault(word, meaning) != meaning:
+                raise ValueError(f"{lang}: {word!r} means {meaning}, another language's {out[word]}")
+    return out

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
     from search_backend.data.shapes import Scene, ShapeObject
 
-__all__ = ["COLOUR_WORDS", "LANG", "NOUNS", "REL_WORDS", "SIZE_WORDS", "scene_captions", "vocabulary"]
+__all__ = [
+    "COLOUR_WORDS",
+    "LANG",
+    "NOUNS",
+    "REL_WORDS",
+    "SIZE_WORDS",
+    "lexicon",
+    "scene_captions",
+    "vocabulary",
+]
 
 LANG = "cs"
 
@@ -121,3 +130,15 @@ def vocabulary() -> set[str]:
         for prep, _ in preps:
             words.update(prep.split())
     return words
+
+
+def lexicon() -> dict[str, tuple[str, str]]:
+    """Every declined form of a size, colour or shape word -> (slot, value)."""
+    endings = {e for forms in _ENDINGS.values() for e in forms.values()}
+    out: dict[str, tuple[str, str]] = {}
+    for slot, table in (("size", SIZE_WORDS), ("colour", COLOUR_WORDS)):
+        for value, stems in table.items():
+            out.update((s + e, (slot, value)) for s in stems for e in endings)
+    for shape, options in NOUNS.items():
+        out.update((form, ("shape", shape)) for _, _, forms in options for form in forms.values())
+    return out

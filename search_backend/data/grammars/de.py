@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
     from search_backend.data.shapes import Scene, ShapeObject
 
-__all__ = ["COLOUR_WORDS", "LANG", "NOUNS", "REL_WORDS", "SIZE_WORDS", "scene_captions", "vocabulary"]
+__all__ = [
+    "COLOUR_WORDS",
+    "LANG",
+    "NOUNS",
+    "REL_WORDS",
+    "SIZE_WORDS",
+    "lexicon",
+    "scene_captions",
+    "vocabulary",
+]
 
 LANG = "de"
 
@@ -157,3 +166,16 @@ def vocabulary() -> set[str]:
         for prep, _ in preps:
             words.update(prep.split())
     return words
+
+
+def lexicon() -> dict[str, tuple[str, str]]:
+    """Every declined form of a size, colour or shape word (lower case) -> (slot, value)."""
+    endings = {e for table in (_WEAK, _MIXED, _STRONG) for forms in table.values() for e in forms}
+    out: dict[str, tuple[str, str]] = {}
+    for slot, table in (("size", SIZE_WORDS), ("colour", {c: (w,) for c, w in COLOUR_WORDS.items()})):
+        for value, stems in table.items():
+            out.update(((s + e).lower(), (slot, value)) for s in stems for e in endings)
+    for shape, nouns in NOUNS.items():
+        for noun, _, gen in nouns:
+            out.update((w.lower(), ("shape", shape)) for w in (noun, gen))
+    return out

@@ -19,7 +19,16 @@ if TYPE_CHECKING:
 
     from search_backend.data.shapes import Scene, ShapeObject
 
-__all__ = ["COLOUR_WORDS", "LANG", "NOUNS", "REL_WORDS", "SIZE_WORDS", "scene_captions", "vocabulary"]
+__all__ = [
+    "COLOUR_WORDS",
+    "LANG",
+    "NOUNS",
+    "REL_WORDS",
+    "SIZE_WORDS",
+    "lexicon",
+    "scene_captions",
+    "vocabulary",
+]
 
 LANG = "fr"
 
@@ -137,3 +146,13 @@ def vocabulary() -> set[str]:
         for prep in preps:
             words.update(prep.split())
     return words
+
+
+def lexicon() -> dict[str, tuple[str, str]]:
+    """Every form of a size, colour or shape word (lower case) -> (slot, value)."""
+    out: dict[str, tuple[str, str]] = {}
+    for slot, table in (("size", SIZE_WORDS), ("colour", COLOUR_WORDS)):
+        for value, options in table.items():
+            out.update((w, (slot, value)) for pair in options for w in pair)
+    out.update((noun, ("shape", shape)) for shape, options in NOUNS.items() for noun, _ in options)
+    return out
