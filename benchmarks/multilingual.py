@@ -14,6 +14,13 @@ issue's targets as measured (never asserted):
     .venv/bin/python benchmarks/multilingual.py --train --backbone .work/e5-small --out .work/ml \\
         --size 1000 --queries 25 --json .work/ml/results.json
 
+``--train --relation`` then runs the relation phase that makes reranking win (``xmr model
+derive``'s recipe, one head, the row's languages and ``--set`` values added) on each joint model,
+into ``OUT/en-relation`` / ``OUT/all-relation``; the measured table (README, *Multilingual*):
+
+    .venv/bin/python benchmarks/multilingual.py --train --relation --backbone .work/e5-small \
+        --out .work/ml --set freeze_word_embeddings=true --size 1000 --queries 100
+
 ``--train`` trains each missing row's model into ``OUT/en`` / ``OUT/all`` with
 ``search_backend.training.train_single`` (the joint recipe, ``--set KEY=VALUE`` overrides, the
 training pool's captions in the row's languages via ``search_backend.data.multilingual``); a folder
@@ -84,6 +91,20 @@ def _train_row(
     return model, seconds
 
 
+def _derive_row(row: str, langs: tuple[str, ...], joint: Path, overrides: list[str]) -> tuple[Any, float]:
+    """The relation phase (``xmr model derive``'s recipe, one head) on the row's joint model, in
+    ``JOINT-relation``; a finished one is reused (the phases resume)."""
+    from search_backend.model import JointModel
+    from search_backend.training.derive import derive
+
+    t0 = time.perf_counter()
+    work = joint.parent / f"{joint.name}-relation"
+    final = derive(work, source=joint.resolve(), extra=[f"langs={','.join(langs)}", *overrides])
+    seconds = time.perf_counter() - t0
+    print(f"[{row}] relation phase on {','.join(langs)} in {seconds:.0f} s: {final}", flush=True)
+    return JointModel.load(final), seconds
+
+
 def _alignment(
     backbone: str, size: int, seed: int, langs: tuple[str, ...], prefix: str, centre: bool
 ) -> None:
@@ -125,6 +146,11 @@ def main() -> None:
     ap.add_argument("--backbone", default="", help="multilingual backbone folder for --train")
     ap.add_argument("--out", type=Path, default=Path(".work/ml"), help="--train: OUT/en and OUT/all")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="--train: KEY=VALUE")
+    ap.add_argument(
+        "--relation",
+        action="store_true",
+        help="--train: then the relation phase (xmr model derive's recipe) on each row's joint model",
+    )
     ap.add_argument("--langs", default="all", help="test languages (columns), e.g. en,de,fr,cs")
     ap.add_argument("--train-langs", default="all", help="the all-languages row's training languages")
     ap.add_argument("--size", type=int, default=1000, help="test images (5 captions each per language)")
@@ -179,6 +205,9 @@ def main() -> None:
             models[row], seconds[row] = _train_row(
                 row, train_langs[row], args.out / row, args.backbone, args.seed, args.overrides
             )
+            if args.relation:
+                models[row], more = _derive_row(row, train_langs[row], args.out / row, args.overrides)
+                seconds[row] += more
         else:
             print(f"[{row}] no model (--model-{row} DIR or --train): row left out", flush=True)
     rows: dict[str, dict[str, dict[str, float]]] = {}
