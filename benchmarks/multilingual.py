@@ -29,6 +29,11 @@ that already holds a finished model is reused. Smoke run (a few steps, tiny size
     .venv/bin/python benchmarks/multilingual.py --train --backbone .work/e5-small --out /tmp/ml \\
         --set steps=2 --set batch_size=4 --set pool_size=32 --size 8 --queries 4 --k 4
 
+``--centre-texts`` adds, for each row, the same evaluation with per-language mean centring of the
+bi-encoder's text vectors (``evaluation.multilingual.CentredTexts``: a text in language L moves by
+the English mean minus L's mean, both over ``--size`` *train*-split captions of one language each):
+a zero-shot lever that needs no translated text.
+
 ``--alignment BACKBONE`` measures instead how aligned the raw backbone already is across the
 test languages (before any training): each language's captions (one per scene, mean-pooled,
 ``--prefix`` first) retrieve the English caption of the same scene among ``--size`` scenes; the
@@ -55,6 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search_backend.data.grammars import LANG_NAMES, parse_langs
 from search_backend.evaluation import evaluate, model_image_size, shapes_corpus
 from search_backend.evaluation.multilingual import (
+    CentredTexts,
+    language_means,
     mean_recall,
     multilingual_table,
     multilingual_targets,
@@ -151,6 +158,11 @@ def main() -> None:
         action="store_true",
         help="--train: then the relation phase (xmr model derive's recipe) on each row's joint model",
     )
+    ap.add_argument(
+        "--centre-texts",
+        action="store_true",
+        help="also each row with per-language mean centring of text vectors (means from train captions)",
+    )
     ap.add_argument("--langs", default="all", help="test languages (columns), e.g. en,de,fr,cs")
     ap.add_argument("--train-langs", default="all", help="the all-languages row's training languages")
     ap.add_argument("--size", type=int, default=1000, help="test images (5 captions each per language)")
@@ -219,16 +231,23 @@ def main() -> None:
         seconds.update(done.get("train_seconds", {}))
     if not models and not rows:
         ap.error("nothing to evaluate: give --model-en / --model-all or --train")
-    for row, model in models.items():
-        label = ROWS[row]
+    runs: list[tuple[str, str, Any, dict[str, Any] | None]] = [
+        (row, ROWS[row], model, None) for row, model in models.items()
+    ]
+    if args.centre_texts:
+        for row, model in models.items():
+            centre = language_means(model, tuple(dict.fromkeys(("en", *langs))), args.size, args.seed)
+            runs.append((f"{row}-centred", f"{ROWS[row]}, texts centred", model, centre))
+    for row, label, model, means in runs:
         rows[label] = {"be": {}, "rr": {}}
         raw.pop(row, None)
         image_size = model_image_size(model)
         for lang in langs:
             corpus = shapes_corpus("test", args.size, args.seed, image_size=image_size, lang=lang)
             t0 = time.perf_counter()
+            scored: Any = model if means is None else CentredTexts(model, means["en"] - means[lang])
             result = evaluate(
-                model, corpus, k=args.k, queries=args.queries, seed=args.seed, methods=("be", "rr")
+                scored, corpus, k=args.k, queries=args.queries, seed=args.seed, methods=("be", "rr")
             )
             raw.setdefault(row, {})[lang] = result
             for method in ("be", "rr"):

@@ -7,7 +7,14 @@ from typing import Any
 
 from search_backend.evaluation.metrics import RECALL_KS
 
-__all__ = ["mean_recall", "multilingual_table", "multilingual_targets", "translation_retrieval"]
+__all__ = [
+    "CentredTexts",
+    "language_means",
+    "mean_recall",
+    "multilingual_table",
+    "multilingual_targets",
+    "translation_retrieval",
+]
 
 
 def mean_recall(method_result: Mapping[str, Any]) -> float:
@@ -105,3 +112,42 @@ def translation_retrieval(
             raise ValueError(f"{lang}: {v.shape[0]} captions of width {v.shape[1]}, {pivot} has {base.shape}")
         out[lang] = round(100.0 * float(((v @ base.T).argmax(1) == np.arange(len(v))).mean()), 1)
     return out
+
+
+def language_means(model: Any, langs: Sequence[str], size: int, seed: int) -> dict[str, Any]:
+    """Each language's mean text vector under ``model``: one caption per scene of ``size`` shapes
+    **train** scenes, in that language alone (monolingual text, no pairing across languages used)."""
+    import numpy as np
+
+    from search_backend.data.shapes import make_shapes
+
+    items = list(make_shapes("train", size, seed, image_size=16, langs=tuple(langs), captions_per_image=1))
+    return {
+        lang: np.asarray(model.encode_texts([it.captions_in(lang)[0] for it in items])).mean(0)
+        for lang in langs
+    }
+
+
+class CentredTexts:
+    """``model`` with every text vector moved by ``shift`` and renormalised; the rest unchanged.
+
+    With ``shift = means[pivot] - means[lang]`` (:func:`language_means`) it is per-language mean
+    centring at query and index time: a text in ``lang`` is moved to where ``pivot`` text sits on
+    average, a zero-shot lever that needs no translation (the bi-encoder's ranking changes; the
+    cross-encoder reads the same texts as before).
+    """
+
+    def __init__(self, model: Any, shift: Any) -> None:
+        import numpy as np
+
+        self._model = model
+        self._shift = np.asarray(shift, dtype=np.float32)
+
+    def encode_texts(self, texts: list[str], batch_size: int | None = None) -> Any:
+        import numpy as np
+
+        v = np.asarray(self._model.encode_texts(texts, batch_size=batch_size), dtype=np.float32) + self._shift
+        return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from search_backend.evaluation.multilingual import (
+    CentredTexts,
+    language_means,
     mean_recall,
     multilingual_table,
     multilingual_targets,
@@ -76,3 +79,31 @@ def test_translation_retrieval_counts_same_scene_nearest_neighbours() -> None:
     assert translation_retrieval({"en": en, "de": shifted})["de"] < 50.0
     means = {"en": np.zeros(8), "de": offset}
     assert translation_retrieval({"en": en, "de": shifted}, means=means)["de"] > 90.0
+
+
+class _WordCounts:
+    """A bag-of-words text encoder over a fixed vocabulary (unit rows), and one more attribute."""
+
+    name = "words"
+
+    def __init__(self, vocabulary: list[str]) -> None:
+        self.vocabulary = vocabulary
+
+    def encode_texts(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        v = np.array([[t.lower().split().count(w) + 0.01 for w in self.vocabulary] for t in texts])
+        return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_language_means_and_centred_texts() -> None:
+    model = _WordCounts(["a", "circle", "ein", "kreis", "red", "roter"])
+    means = language_means(model, ("en", "de"), 20, 0)
+    assert set(means) == {"en", "de"} and means["en"].shape == (6,)
+    assert means["en"][0] > means["de"][0] and means["de"][2] > means["en"][2]  # "a" vs "ein"
+    centred = CentredTexts(model, means["en"] - means["de"])
+    v = centred.encode_texts(["ein roter Kreis"])
+    expected = model.encode_texts(["ein roter Kreis"])[0] + means["en"] - means["de"]
+    np.testing.assert_allclose(v[0], expected / np.linalg.norm(expected), rtol=1e-5)
+    assert np.isclose(np.linalg.norm(v[0]), 1.0) and centred.name == "words"
+    # moved towards English text: nearer the English caption than before
+    en = model.encode_texts(["a red circle"])[0]
+    assert v[0] @ en > model.encode_texts(["ein roter Kreis"])[0] @ en
