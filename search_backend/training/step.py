@@ -200,8 +200,13 @@ def step_losses(
                 i_vec = _append_rows(i_vec, e_vec.to(i_vec.dtype), b)
         relation = attn = None
         if late:
+            words = net.relation_words(ids, mask)
             hidden, relation, attn = net.fuse_parts(
-                t_low[flat_text], mask[flat_text], i_low[flat_image], attention=cfg.attend_weight > 0
+                t_low[flat_text],
+                mask[flat_text],
+                i_low[flat_image],
+                attention=cfg.attend_weight > 0,
+                words=None if words is None else words[flat_text],
             )
         else:
             hidden = net.cross_hidden(ids[flat_text], mask[flat_text], tokens=tokens[flat_image])

@@ -178,3 +178,47 @@ def test_relation_head_starts_at_zero_reads_where_words_attend_and_saves_with_th
         JointModel.from_backbone(
             tiny_backbone, JointConfig(**tiny_model_config, cross_layers=1, relation_head=8)
         )
+
+
+def test_relation_layer_chooses_the_states_the_relation_head_reads(
+    tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path: Path
+) -> None:
+    """``relation_layer=N``: the head's word pairs come from the first N layers' output (0: the
+    embeddings), not from the states entering the cross-attention blocks; it is set when the head
+    is grown onto a trained model, kept when saved, and refused past the blocks."""
+    import torch
+
+    items = list(make_shapes("test", 3, 0, image_size=32))
+    texts, images = [it.captions[0] for it in items], [it.image for it in items]
+    torch.manual_seed(0)
+    base = JointModel.from_backbone(
+        tiny_backbone, JointConfig(**tiny_model_config, cross_layers=1, cross_attention=1)
+    )
+    base.save(tmp_path / "base")
+    assert base.net.relation_words(*base.tokenize(texts).values()) is None
+    with pytest.raises(ValueError, match="relation_layer"):
+        JointModel.load(tmp_path / "base", grow={"relation_layer": 0})  # no head is being added
+    deep = JointModel.load(tmp_path / "base", grow={"relation_head": 8})
+    shallow = JointModel.load(tmp_path / "base", grow={"relation_head": 8, "relation_layer": 0})
+    assert deep.config.relation_layer == -1 and shallow.config.relation_layer == 0
+    shallow.net.load_state_dict(deep.net.state_dict())  # the same weights, only the layer differs
+    tok = shallow.tokenize(texts)
+    words = shallow.net.relation_words(tok["input_ids"], tok["attention_mask"])
+    lower, _ = shallow.net.text_states(tok["input_ids"], tok["attention_mask"], final=False)
+    assert words is not None and words.shape == lower.shape and not torch.allclose(words, lower)
+    with torch.no_grad():
+        for p in deep.net.relation.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    shallow.net.load_state_dict(deep.net.state_dict())
+    assert not np.allclose(shallow.score(texts, images), deep.score(texts, images), atol=1e-4)
+    shallow.save(tmp_path / "shallow")
+    loaded = JointModel.load(tmp_path / "shallow")
+    assert loaded.config.relation_layer == 0
+    np.testing.assert_allclose(loaded.score(texts, images), shallow.score(texts, images), atol=1e-5)
+    with pytest.raises(ValueError, match="relation_layer=2: -1 or a layer from 0 to 1"):
+        JointModel.from_backbone(
+            tiny_backbone,
+            JointConfig(
+                **tiny_model_config, cross_layers=1, cross_attention=1, relation_head=8, relation_layer=2
+            ),
+        )

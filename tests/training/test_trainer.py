@@ -379,10 +379,21 @@ def test_freeze_backbone_layers_keeps_the_lowest_layers_and_trains_the_rest(
         replace(cfg, freeze_backbone_layers=-1).validate()
 
 
+@pytest.mark.parametrize("relation_layer", [-1, 0])
 def test_the_relation_head_trains(
-    tiny_backbone: Path, tiny_model_config: dict[str, int], pool: TrainingPool, tmp_path: Path
+    tiny_backbone: Path,
+    tiny_model_config: dict[str, int],
+    pool: TrainingPool,
+    tmp_path: Path,
+    relation_layer: int,
 ) -> None:
-    model_cfg = {**tiny_model_config, "cross_layers": 1, "cross_attention": 1, "relation_head": 8}
+    model_cfg = {
+        **tiny_model_config,
+        "cross_layers": 1,
+        "cross_attention": 1,
+        "relation_head": 8,
+        "relation_layer": relation_layer,
+    }
     cfg = replace(_cfg(tiny_backbone, tiny_model_config), model=model_cfg, flip_negative_rate=0.5)
     model = train_single(cfg, tmp_path / "r", pool=pool, progress=False)
     score = model.net.state_dict()["relation.score.weight"].numpy()
