@@ -44,7 +44,8 @@ POSITION_INITS = ("random", "sincos")
 
 GROWABLE = {"cross_attention": "cross_blocks.", "relation_head": "relation."}
 GROWN_WITH = {"relation_layer": "relation_head"}
-"""Settings of a growable module that may be given only while that module is switched on."""
+"""Settings of a growable module: free to change while the model lacks that module (they do
+nothing until it is added), fixed once it is there."""
 """The JointConfig fields that can be switched on for a trained model (``JointModel.load(grow=)``)
 and the parameter-name prefix of the module each adds; that module starts as it would in a new
 model, every other weight is the trained one."""
@@ -110,7 +111,8 @@ class JointConfig:
     (0: the embeddings). A deep sentence-embedding backbone can blur which word is which: on
     multilingual-e5-small (12 layers, the blocks after layer 10) a fresh head fitted image against
     mirror on 78% of training pairs in 300 steps from layer 10's states, and on 98% from layer 0 or
-    4 (README, *Multilingual*). Set with ``relation_head``, when the head is added."""
+    4 (README, *Multilingual*). It can change only while the model has no relation head (``xmr
+    model derive --set model.relation_layer=4`` gives it to every phase)."""
     trained: list[str] = field(default_factory=list)
     """Which modes were trained ("bi", "cross"); informational, reported by tools."""
     backbone: str = ""
@@ -156,7 +158,7 @@ def _grown(cfg: JointConfig, grow: dict[str, Any], path: Path) -> tuple[JointCon
         if value == current:
             continue
         module = GROWN_WITH.get(key)
-        if module is not None and not getattr(cfg, module) and grow.get(module):
+        if module is not None and not getattr(cfg, module):  # no effect until that module exists
             changes[key] = value
             continue
         if key not in GROWABLE or current:

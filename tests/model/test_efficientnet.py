@@ -184,8 +184,8 @@ def test_relation_layer_chooses_the_states_the_relation_head_reads(
     tiny_backbone: Path, tiny_model_config: dict[str, int], tmp_path: Path
 ) -> None:
     """``relation_layer=N``: the head's word pairs come from the first N layers' output (0: the
-    embeddings), not from the states entering the cross-attention blocks; it is set when the head
-    is grown onto a trained model, kept when saved, and refused past the blocks."""
+    embeddings), not from the states entering the cross-attention blocks; free to set until a head
+    exists, then kept (saved with the model); refused past the blocks."""
     import torch
 
     items = list(make_shapes("test", 3, 0, image_size=32))
@@ -196,8 +196,8 @@ def test_relation_layer_chooses_the_states_the_relation_head_reads(
     )
     base.save(tmp_path / "base")
     assert base.net.relation_words(*base.tokenize(texts).values()) is None
-    with pytest.raises(ValueError, match="relation_layer"):
-        JointModel.load(tmp_path / "base", grow={"relation_layer": 0})  # no head is being added
+    # free while the model has no head (it changes nothing there)
+    assert JointModel.load(tmp_path / "base", grow={"relation_layer": 0}).config.relation_layer == 0
     deep = JointModel.load(tmp_path / "base", grow={"relation_head": 8})
     shallow = JointModel.load(tmp_path / "base", grow={"relation_head": 8, "relation_layer": 0})
     assert deep.config.relation_layer == -1 and shallow.config.relation_layer == 0
@@ -214,6 +214,8 @@ def test_relation_layer_chooses_the_states_the_relation_head_reads(
     shallow.save(tmp_path / "shallow")
     loaded = JointModel.load(tmp_path / "shallow")
     assert loaded.config.relation_layer == 0
+    with pytest.raises(ValueError, match="trained with relation_layer=0"):
+        JointModel.load(tmp_path / "shallow", grow={"relation_layer": 1})  # its head was trained on 0
     np.testing.assert_allclose(loaded.score(texts, images), shallow.score(texts, images), atol=1e-5)
     with pytest.raises(ValueError, match="relation_layer=2: -1 or a layer from 0 to 1"):
         JointModel.from_backbone(
