@@ -19,7 +19,11 @@ derive``'s recipe, one head, the row's languages and ``--set`` values added) on 
 into ``OUT/en-relation`` / ``OUT/all-relation``; the measured table (README, *Multilingual*):
 
     .venv/bin/python benchmarks/multilingual.py --train --relation --backbone .work/e5-small \
-        --out .work/ml --set freeze_word_embeddings=true --size 1000 --queries 100
+        --out .work/ml --set freeze_word_embeddings=true --set model.relation_layer=4 \\
+        --size 1000 --queries 100
+
+(``model.relation_layer=4``: the relation head reads e5-small's layer-4 text states; from the
+states entering its cross-attention block, after layer 10, it did not learn.)
 
 ``--train`` trains each missing row's model into ``OUT/en`` / ``OUT/all`` with
 ``search_backend.training.train_single`` (the joint recipe, ``--set KEY=VALUE`` overrides, the
