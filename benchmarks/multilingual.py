@@ -18,7 +18,7 @@ issue's targets as measured (never asserted):
 derive``'s recipe, one head, the row's languages and ``--set`` values added) on each joint model,
 into ``OUT/en-relation`` / ``OUT/all-relation``; the measured table (README, *Multilingual*):
 
-    .venv/bin/python benchmarks/multilingual.py --train --relation --backbone .work/e5-small \
+    .venv/bin/python benchmarks/multilingual.py --train --relation --backbone .work/e5-small \\
         --out .work/ml --set freeze_word_embeddings=true --set model.relation_layer=4 \\
         --size 1000 --queries 100
 
