@@ -43,12 +43,12 @@ CROSS_READOUTS = ("cls", "cls+pair", "residual")
 POSITION_INITS = ("random", "sincos")
 
 GROWABLE = {"cross_attention": "cross_blocks.", "relation_head": "relation."}
-GROWN_WITH = {"relation_layer": "relation_head"}
-"""Settings of a growable module: free to change while the model lacks that module (they do
-nothing until it is added), fixed once it is there."""
 """The JointConfig fields that can be switched on for a trained model (``JointModel.load(grow=)``)
 and the parameter-name prefix of the module each adds; that module starts as it would in a new
 model, every other weight is the trained one."""
+GROWN_WITH = {"relation_layer": "relation_head"}
+"""Settings of a growable module: free to change while the model lacks that module (they do
+nothing until it is added), fixed once it is there."""
 
 _WEIGHTS = "model.safetensors"
 _BACKBONE_DIR = "backbone"
