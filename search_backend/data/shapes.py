@@ -149,10 +149,14 @@ class ShapesItem:
     langs: tuple[str, ...] = ()
     """The language of each caption (parallel to ``captions``; empty: all English)."""
 
+    @property
+    def caption_langs(self) -> tuple[str, ...]:
+        """The language of each caption: ``langs``, or all English when it is empty."""
+        return self.langs or ("en",) * len(self.captions)
+
     def captions_in(self, lang: str) -> list[str]:
         """This scene's captions in ``lang`` (translations of the other languages' captions)."""
-        tags = self.langs or ("en",) * len(self.captions)
-        return [c for c, t in zip(self.captions, tags, strict=True) if t == lang]
+        return [c for c, t in zip(self.captions, self.caption_langs, strict=True) if t == lang]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -80,6 +80,13 @@ def multilingual_targets(
     return out
 
 
+def _unit_rows(a: Any) -> Any:
+    """``a``'s rows scaled to unit L2 norm (an all-zero row stays zero)."""
+    import numpy as np
+
+    return a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
+
+
 def translation_retrieval(
     vectors: Mapping[str, Any], pivot: str = "en", means: Mapping[str, Any] | None = None
 ) -> dict[str, float]:
@@ -101,8 +108,7 @@ def translation_retrieval(
         }
 
     def unit(a: Any) -> Any:
-        a = np.asarray(a, dtype=np.float64)
-        return a / np.clip(np.linalg.norm(a, axis=1, keepdims=True), 1e-12, None)
+        return _unit_rows(np.asarray(a, dtype=np.float64))
 
     base = unit(vectors[pivot])
     out: dict[str, float] = {}
@@ -146,8 +152,8 @@ class CentredTexts:
     def encode_texts(self, texts: list[str], batch_size: int | None = None) -> Any:
         import numpy as np
 
-        v = np.asarray(self._model.encode_texts(texts, batch_size=batch_size), dtype=np.float32) + self._shift
-        return v / np.clip(np.linalg.norm(v, axis=1, keepdims=True), 1e-12, None)
+        v = np.asarray(self._model.encode_texts(texts, batch_size=batch_size), dtype=np.float32)
+        return _unit_rows(v + self._shift)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)

@@ -185,7 +185,7 @@ class ShapesPool:
         self.captions = [it.captions for it in items]
         self.groups = np.array([it.group for it in items], dtype=np.int64)
         self.scenes: list[Scene] | None = [it.scene for it in items]
-        self.caption_langs = [it.langs or ("en",) * len(it.captions) for it in items]
+        self.caption_langs = [it.caption_langs for it in items]
         self._members = group_members(self.groups)
 
     def __len__(self) -> int:
